@@ -1,0 +1,156 @@
+"""The model family of *Learn To Pay Attention*: one class, configured by the paper's names.
+
+``AttnVGG`` puts attention estimators (``attention.py``) on the local features of the CIFAR VGG
+(``backbone.py``) and classifies from the attended descriptors only (Sec. 3.3):
+
+* ``concat``: ``[g_a^1, ..., g_a^S]`` concatenated, then one linear classifier;
+* ``indep``: one linear classifier per level, the class scores averaged.
+
+Each descriptor is batch-normalised and (with ``dropout``) dropped out first, as in the authors'
+code; at inference batch norm is an affine map, so the classifier stays linear in ``g_a``.
+With ``attention_levels=0`` it is the plain VGG baseline, classifying ``g``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .attention import AttentionEstimator, _check_choice
+from .backbone import INPUT_MULTIPLE, VGGBackbone
+
+AGGREGATIONS = ("concat", "indep")
+POSITIONS = ("before", "after")
+#: Which backbone levels (1 = conv7, 2 = conv10, 3 = conv13) each attention count uses.
+LEVELS_FOR_COUNT = {0: (), 2: (2, 3), 3: (1, 2, 3)}
+
+
+class ModelOutput(NamedTuple):
+    """``logits`` (N, classes) and one attention map (N, 1, h_s, w_s) per level (may be empty)."""
+
+    logits: Tensor
+    attention: tuple[Tensor, ...]
+
+
+class AttnVGG(nn.Module):
+    """Attention-augmented CIFAR VGG (or the plain baseline with ``attention_levels=0``).
+
+    Args:
+        num_classes: number of output classes.
+        attention_levels: 0 (no attention), 2 (conv10, conv13) or 3 (conv7, conv10, conv13).
+        aggregation: ``"concat"`` or ``"indep"`` (see module docstring).
+        compatibility: ``"pc"`` or ``"dp"`` (see :mod:`attn_lib.attention`).
+        attention_position: ``"before"`` the max-pool that follows a level (paper) or ``"after"``.
+        normalize: ``"softmax"`` (paper) or ``"sigmoid"``.
+        match: ``"project_l"`` (default) or ``"project_g"`` (authors' code) where widths differ.
+        dropout: the authors' dropout pattern in the VGG and before the classifier.
+        width: channel multiplier, 1.0 = paper.
+        in_channels: channels of the input images.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        attention_levels: int = 3,
+        aggregation: str = "concat",
+        compatibility: str = "pc",
+        attention_position: str = "before",
+        normalize: str = "softmax",
+        match: str = "project_l",
+        dropout: bool = True,
+        width: float = 1.0,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        _validate_options(num_classes, attention_levels, aggregation, attention_position, width,
+                          in_channels)
+        self.num_classes = num_classes
+        self.levels = LEVELS_FOR_COUNT[attention_levels]
+        self.aggregation = aggregation
+        self.attention_position = attention_position
+        self.backbone = VGGBackbone(width=width, in_channels=in_channels, dropout=dropout)
+        g = self.backbone.global_channels
+        self.estimators = nn.ModuleList(
+            AttentionEstimator(self.backbone.local_channels[level - 1], g, compatibility,
+                               normalize, match)
+            for level in self.levels
+        )
+        p = 0.5 if dropout else 0.0
+        widths = [e.out_channels for e in self.estimators]
+        if not self.levels:
+            # The authors' baseline head on g: BN, ReLU, dropout, linear (g's FC comes before).
+            self.heads = nn.ModuleList([nn.Sequential(
+                nn.BatchNorm1d(g), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(g, num_classes)
+            )])
+        elif aggregation == "concat":
+            self.heads = nn.ModuleList([_linear_head(sum(widths), num_classes, p)])
+        else:
+            self.heads = nn.ModuleList(_linear_head(w, num_classes, p) for w in widths)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        """Classify images (N, C, H, W); H and W must be multiples of 32."""
+        check_input(x, self.backbone.in_channels)
+        features = self.backbone(x)
+        if not self.levels:
+            return ModelOutput(self.heads[0](features.global_), ())
+        source = features.local if self.attention_position == "before" else features.pooled
+        results = [
+            estimator(source[level - 1], features.global_)
+            for level, estimator in zip(self.levels, self.estimators)
+        ]
+        descriptors = [r.descriptor for r in results]
+        if self.aggregation == "concat":
+            logits = self.heads[0](torch.cat(descriptors, dim=1))
+        else:
+            logits = torch.stack([h(d) for h, d in zip(self.heads, descriptors)]).mean(dim=0)
+        return ModelOutput(logits, tuple(r.attention for r in results))
+
+
+def _linear_head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm1d(in_features), nn.Dropout(dropout),
+                         nn.Linear(in_features, num_classes))
+
+
+def _validate_options(num_classes: int, attention_levels: int, aggregation: str, position: str,
+                      width: float, in_channels: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if attention_levels not in LEVELS_FOR_COUNT:
+        raise ValueError(
+            f"attention_levels must be one of {sorted(LEVELS_FOR_COUNT)}, got {attention_levels!r}"
+        )
+    _check_choice("aggregation", aggregation, AGGREGATIONS)
+    _check_choice("attention_position", position, POSITIONS)
+    if not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"width must be a number in (0, 4], got {width!r} (1.0 = the paper)")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+
+
+def check_input(x: Tensor, in_channels: int) -> None:
+    """Raise ``ValueError`` naming the problem if ``x`` is not a batch the model accepts."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"expected images of shape (N, {in_channels}, H, W), got a {x.dim()}-d tensor of "
+            f"shape {tuple(x.shape)}; add a batch dimension with x.unsqueeze(0) for one image"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"expected a floating-point tensor, got dtype {x.dtype}; convert uint8 images with "
+            "x.float() / 255 and normalise them"
+        )
+    n, c, h, w = x.shape
+    if c != in_channels:
+        raise ValueError(
+            f"expected {in_channels} input channels, got {c} (shape {tuple(x.shape)}); images "
+            "must be channels-first (N, C, H, W)"
+        )
+    if h < INPUT_MULTIPLE or w < INPUT_MULTIPLE or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+        raise ValueError(
+            f"spatial size {h}x{w} is not supported: height and width must be multiples of "
+            f"{INPUT_MULTIPLE} and at least {INPUT_MULTIPLE} (e.g. 32x32 for CIFAR)"
+        )
