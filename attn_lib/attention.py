@@ -63,7 +63,10 @@ def pc_compatibility(local: Tensor, global_: Tensor, u: Tensor) -> Tensor:
 
 
 def dp_compatibility(local: Tensor, global_: Tensor) -> Tensor:
-    """Dot-product compatibility (Sec. 3.2): ``c_i = <l_i, g>``; shapes as in :func:`pc_compatibility`."""
+    """Dot-product compatibility (Sec. 3.2): ``c_i = <l_i, g>``.
+
+    Shapes as in :func:`pc_compatibility`.
+    """
     return torch.einsum("nchw,nc->nhw", local, global_).unsqueeze(1)
 
 
@@ -78,7 +81,9 @@ def normalize_scores(scores: Tensor, method: str = "softmax") -> Tensor:
         return F.softmax(flat, dim=1).view_as(scores)
     if method == "sigmoid":
         return torch.sigmoid(scores)
-    raise ValueError(f"unknown attention normalisation {method!r}; expected one of {NORMALIZATIONS}")
+    raise ValueError(
+        f"unknown attention normalisation {method!r}; expected one of {', '.join(NORMALIZATIONS)}"
+    )
 
 
 def attend(local: Tensor, attention: Tensor, method: str = "softmax") -> Tensor:

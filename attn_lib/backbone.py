@@ -63,7 +63,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, dropout: float = 0.0) -> l
     return layers
 
 
-def vgg_block(in_channels: int, widths: tuple[int, ...], first: bool, dropout: bool) -> nn.Sequential:
+def vgg_block(
+    in_channels: int, widths: tuple[int, ...], first: bool, dropout: bool
+) -> nn.Sequential:
     """A block of conv layers; dropout after each but the last (0.3 on the very first conv)."""
     layers: list[nn.Module] = []
     for i, out_channels in enumerate(widths):

@@ -40,7 +40,10 @@ MODELS = _model_table()
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`: ``vgg`` (baseline) and ``vgg-att{2,3}-{concat,indep}-{pc,dp}``."""
+    """Names accepted by :func:`build_model`.
+
+    ``vgg`` (the baseline) and ``vgg-att{2,3}-{concat,indep}-{pc,dp}``.
+    """
     return list(MODELS)
 
 
