@@ -1,0 +1,47 @@
+"""Data for attn-lib: datasets as in-memory uint8 arrays, and fast batch loaders.
+
+    >>> from attn_lib.data import load_dataset, DeviceLoader
+    >>> train = load_dataset("synthetic", "train")          # offline, deterministic
+    >>> loader = DeviceLoader(train, batch_size=128, train=True, device="cuda")
+    >>> for x, y in loader: ...                            # normalised, augmented on the GPU
+
+Datasets: ``synthetic`` (the offline default: a shape to find in clutter, with object masks),
+``cifar10`` and ``cifar100`` (torchvision download) and ``folder`` (your own
+``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
+"""
+
+from .base import SPLITS, ArrayDataset, DatasetNotFoundError, denormalize, normalize
+from .datasets import CIFAR_STATS, DATASETS, SYNTHETIC_SIZES, load_cifar, load_dataset
+from .folder import channel_stats, default_cache_dir, load_folder
+from .loaders import (
+    DeviceLoader,
+    crop_flip,
+    random_crop_flip,
+    reference_transform,
+    torch_dataloader,
+)
+from .synthetic import CLASSES as SYNTHETIC_CLASSES
+from .synthetic import make_synthetic
+
+__all__ = [
+    "CIFAR_STATS",
+    "DATASETS",
+    "SPLITS",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_SIZES",
+    "ArrayDataset",
+    "DatasetNotFoundError",
+    "DeviceLoader",
+    "channel_stats",
+    "crop_flip",
+    "default_cache_dir",
+    "denormalize",
+    "load_cifar",
+    "load_dataset",
+    "load_folder",
+    "make_synthetic",
+    "normalize",
+    "random_crop_flip",
+    "reference_transform",
+    "torch_dataloader",
+]

@@ -1,0 +1,249 @@
+"""The user's own images: an ImageFolder-style tree ``DIR/{train,test}/<class>/<image>``.
+
+Every image is decoded once into one uint8 tensor. Decoding tens of thousands of small JPEGs
+takes long, so the result is cached in ``DIR/.attn_lib_cache/`` (or ``~/.cache/attn-lib`` when
+``DIR`` is read-only), keyed by the folder, the image size and the name, size and modification
+time of every file: adding, removing or editing an image gives a new key and a fresh decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.functional import resize
+
+from .base import ArrayDataset, DatasetNotFoundError, check_split
+
+try:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+except ImportError:  # a future torchvision without image decoding: PIL only
+    decode_image = None
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CACHE_DIRNAME = ".attn_lib_cache"
+_CACHE_VERSION = 1
+_DECODE_THREADS = min(4, os.cpu_count() or 1)
+LAYOUT = (
+    "expected layout: DIR/train/<class>/<image> and DIR/test/<class>/<image> (or DIR/val/...), "
+    "one sub-folder per class, the same class names in both splits"
+)
+
+
+def default_cache_dir() -> Path:
+    """Where attn-lib keeps downloads and caches by default: ``~/.cache/attn-lib``."""
+    return Path.home() / ".cache" / "attn-lib"
+
+
+def load_folder(root: str | os.PathLike, split: str = "train", image_size: int | None = None,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                cache: bool = True, name: str = "folder") -> ArrayDataset:
+    """Load one split of an image-folder tree as an :class:`ArrayDataset`.
+
+    Args:
+        root: the folder holding ``train/`` and ``test/`` (see :data:`LAYOUT`).
+        split: ``"train"`` or ``"test"`` (``test/`` or, failing that, ``val/``).
+        image_size: resize every image to this square size; needed when sizes differ.
+        mean, std: normalisation statistics; by default computed on the train split (so the
+            test split gets the train statistics, like CIFAR's constants).
+        cache: read/write the decoded arrays in the cache (see module docstring).
+        name: the ``name`` of the returned dataset.
+
+    Raises:
+        DatasetNotFoundError: ``root`` or the split folder is missing or holds no images.
+        ValueError: images of different sizes and no ``image_size``.
+    """
+    root = Path(root).expanduser().resolve()
+    check_split(split)
+    classes = _class_names(root)
+    listing = _list_images(root, split, classes, image_size)
+    images = _load_cached(root, listing.key) if cache else None
+    if images is None:
+        images = decode_images(listing.files, image_size)
+        if cache:
+            _save_cached(root, listing.key, images)
+    if mean is None or std is None:
+        train = listing if split == "train" else _list_images(root, "train", classes, image_size)
+        mean, std = _train_stats(root, train, image_size, cache,
+                                 images if split == "train" else None)
+    return ArrayDataset(images=images, labels=torch.tensor(listing.labels, dtype=torch.int64),
+                        classes=classes, mean=tuple(mean), std=tuple(std), name=name)
+
+
+class _Listing(NamedTuple):
+    files: list[str]
+    labels: list[int]
+    key: str  # names the cache entry: changes when any file is added, removed or modified
+
+
+def _missing(message: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"{message}; {LAYOUT}. Point --data-dir (data_dir=) at DIR.")
+
+
+def _split_dir(root: Path, split: str) -> Path:
+    candidates = ["train"] if split == "train" else ["test", "val"]
+    for candidate in candidates:
+        if (root / candidate).is_dir():
+            return root / candidate
+    if not root.is_dir():
+        raise _missing(f"image folder {root} does not exist")
+    raise _missing(f"no {' or '.join(candidates)}/ folder in {root}")
+
+
+def _class_names(root: Path) -> list[str]:
+    # Class indices come from train/ for every split, so labels agree between splits.
+    train = _split_dir(root, "train")
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise _missing(f"{train} has no class sub-folders")
+    return classes
+
+
+def _list_images(root: Path, split: str, classes: list[str], image_size: int | None
+                 ) -> _Listing:
+    split_dir = _split_dir(root, split)
+    extra = sorted(p.name for p in split_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
+    if extra:
+        raise ValueError(f"{split_dir} has class folders not in train/: {', '.join(extra)}")
+    files: list[str] = []
+    labels: list[int] = []
+    digest = hashlib.sha1(f"{_CACHE_VERSION}|{root}|{split}|{image_size}".encode())
+    for index, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue  # a class may be absent from the test split
+        # os.scandir and plain strings: pathlib costs seconds on 50,000 files.
+        with os.scandir(folder) as scan:
+            entries = sorted((e for e in scan if e.name.lower().endswith(IMAGE_EXTENSIONS)),
+                             key=lambda e: e.name)
+        for entry in entries:
+            stat = entry.stat()
+            digest.update(f"|{name}/{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            files.append(entry.path)
+        labels += [index] * len(entries)
+    if not files:
+        raise _missing(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {split_dir}")
+    return _Listing(files, labels, f"{split}-{len(files)}-{digest.hexdigest()[:16]}")
+
+
+def decode_images(files: Sequence[str | os.PathLike], image_size: int | None = None) -> Tensor:
+    """Decode image files into one uint8 (N, 3, H, W) tensor (RGB; resized if asked)."""
+    with warnings.catch_warnings(), ThreadPoolExecutor(_DECODE_THREADS) as pool:
+        # torchvision >= 0.29 deprecates its decoders (for TorchCodec); they are still twice
+        # as fast as PIL on small JPEGs, so use them while they exist, quietly.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # The decoders release the GIL: threads overlap file reads and decoding.
+        images = list(pool.map(_decode, files, chunksize=256))
+    first_shape = None
+    for index, (path, image) in enumerate(zip(files, images)):
+        if image_size is not None and tuple(image.shape[1:]) != (image_size, image_size):
+            images[index] = resize(image, [image_size, image_size], antialias=True)
+        elif first_shape is None:
+            first_shape = (path, image.shape)
+        elif image.shape != first_shape[1]:
+            raise ValueError(
+                f"images differ in size: {first_shape[0]} is {tuple(first_shape[1][1:])}, "
+                f"{path} is {tuple(image.shape[1:])}; pass image_size= to resize them all"
+            )
+    return torch.stack(images)
+
+
+def _decode(path: str | os.PathLike) -> Tensor:
+    if decode_image is not None:
+        try:
+            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            pass  # a format torchvision cannot decode (BMP, TIFF): PIL below
+    with Image.open(path) as pil:
+        array = np.asarray(pil.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _cache_dirs(root: Path) -> list[Path]:
+    # Next to the data first (it survives Colab sessions when DIR is on Drive), then home.
+    return [root / CACHE_DIRNAME, default_cache_dir() / "folders"]
+
+
+def _load_cached(root: Path, key: str) -> Tensor | None:
+    for folder in _cache_dirs(root):
+        path = folder / f"{key}.pt"
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)["images"]
+            except (OSError, RuntimeError, KeyError, EOFError):
+                continue  # unreadable cache: decode again (and overwrite it)
+    return None
+
+
+def _save_cached(root: Path, key: str, images: Tensor) -> None:
+    for folder in _cache_dirs(root):
+        try:
+            _atomic_write(folder / f"{key}.pt", lambda f: torch.save({"images": images}, f))
+            return
+        except OSError:
+            continue  # read-only data folder: try the next place; no cache is not an error
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (chunked: no big float copy)."""
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk):
+        x = images[start:start + chunk].double() / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _train_stats(root: Path, train: _Listing, image_size: int | None, cache: bool,
+                 train_images: Tensor | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std of the train split, from a small JSON cache or by loading the train split."""
+    key = f"stats-{train.key}"
+    if cache:
+        for folder in _cache_dirs(root):
+            try:
+                stats = json.loads((folder / f"{key}.json").read_text())
+                return tuple(stats["mean"]), tuple(stats["std"])
+            except (OSError, ValueError, KeyError):
+                continue
+    if train_images is None:
+        train_images = load_folder(root, "train", image_size, (0, 0, 0), (1, 1, 1), cache).images
+    mean, std = channel_stats(train_images)
+    if cache:
+        text = json.dumps({"mean": mean, "std": std}).encode()
+        for folder in _cache_dirs(root):
+            try:
+                _atomic_write(folder / f"{key}.json", lambda f: f.write(text))
+                break
+            except OSError:
+                continue
+    return mean, std
