@@ -1,0 +1,81 @@
+"""Per-epoch metrics: the ``metrics.jsonl`` file of a run folder and :func:`plot_history`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+History = list[dict[str, Any]]
+
+
+def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
+    """Append one epoch's metrics as a JSON line (flushed and fsynced: survives a crash)."""
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_metrics(run_dir: str | Path, history: History) -> None:
+    """Rewrite ``metrics.jsonl`` from ``history`` (on resume: drop lines the checkpoint lacks)."""
+    from ..checkpoint import atomic_write_bytes
+
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write_bytes(Path(run_dir) / METRICS_FILE, text.encode("utf-8"))
+
+
+def read_metrics(path: str | Path) -> History:
+    """Read a ``metrics.jsonl`` file (or the one in a run folder) into a list of dicts."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics file at {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({exc})") from None
+    return rows
+
+
+def plot_history(history: Any, title: str = ""):
+    """Plot loss and accuracy curves of a run; returns the matplotlib ``Figure``.
+
+    Args:
+        history: a list of per-epoch dicts, a ``TrainResult``, a run folder or a
+            ``metrics.jsonl`` path.
+        title: optional figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    if hasattr(history, "history"):  # a TrainResult
+        history = history.history
+    if isinstance(history, (str, Path)):
+        history = read_metrics(history)
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("train_loss", "train"), ("test_loss", "test")):
+        ax_loss.plot(epochs, [row[key] for row in history], marker=".", label=label)
+    for key, label in (("train_acc", "train"), ("test_acc", "test"),
+                       ("test_acc_tta", "test (flip TTA)")):
+        if all(key in row for row in history):
+            ax_acc.plot(epochs, [100 * row[key] for row in history], marker=".", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,110 @@
+"""Optimiser, learning-rate schedule and weight EMA, each with a small resumable state.
+
+The schedule is a pure function of the global step, so a resumed run only needs the step count
+to continue exactly where it stopped (and no pickled closures end up in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .recipe import Recipe
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum and weight decay on all parameters, as in the paper."""
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
+
+
+class LRSchedule:
+    """Learning rate per optimiser step.
+
+    * ``onecycle``: linear warm-up from ``lr / 10`` to ``lr`` over the first ``warmup`` fraction
+      of the steps, then cosine decay to zero at the last step.
+    * ``step`` (the paper): ``lr * step_gamma ** (epoch // step_epochs)``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
+        self.optimizer = optimizer
+        self.recipe = recipe
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = recipe.epochs * self.steps_per_epoch
+        self.step_count = 0
+        self._apply()
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate used for optimiser step number ``step`` (0-based)."""
+        r = self.recipe
+        if r.schedule == "step":
+            return r.lr * r.step_gamma ** (step // self.steps_per_epoch // r.step_epochs)
+        warm = int(round(r.warmup * self.total_steps))
+        if step < warm:
+            return r.lr * (0.1 + 0.9 * step / warm)
+        progress = (step - warm) / max(1, self.total_steps - warm)
+        return r.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.lr_at(self.step_count)
+
+    def step(self) -> None:
+        """Advance one optimiser step."""
+        self.step_count += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        lr = self.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
+
+
+class EMA:
+    """Exponential moving average of a model's weights and buffers (BN statistics included).
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` so that the average is useful
+    after a few hundred steps too (short CPU runs), not only after thousands.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.num_updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Fold the current weights of ``model`` into the average."""
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        ema_float, new_float = [], []
+        for (_name, e), m in zip(self.module.state_dict().items(), model.state_dict().values()):
+            if e.is_floating_point():
+                ema_float.append(e)
+                new_float.append(m.detach())
+            else:
+                e.copy_(m)  # integer buffers (BN num_batches_tracked): copy
+        torch._foreach_lerp_(ema_float, new_float, 1.0 - d)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.num_updates = int(state["num_updates"])

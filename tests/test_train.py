@@ -1,0 +1,196 @@
+"""Training: learning, metrics files, resume after SIGKILL, NaN stop, presets and schedules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import attn_lib
+from attn_lib.checkpoint import CheckpointError, load_checkpoint
+from attn_lib.data import load_dataset
+from attn_lib.model import ModelOutput
+from attn_lib.training import NonFiniteLossError, Recipe, evaluate, plot_history, read_metrics
+from attn_lib.training.optim import LRSchedule
+from attn_lib.training.precision import resolve_precision
+from attn_lib.training.recipe import default_preset_name, get_preset
+
+#: A small run that learns the synthetic task well above chance (1/8): ~45 s on 2 cores.
+#: The loss sits at chance for the first ~100 steps (the shape must be found in the clutter),
+#: so fewer steps would make this test flaky; a 1/16-width model makes the steps cheap.
+LEARN = dict(preset="cpu", width=0.0625, limit_train=4096, limit_test=256, epochs=4,
+             augment="none")
+#: Timing fields differ between runs; everything else must match exactly after a resume.
+TIME_KEYS = {"train_time_s", "time_s", "elapsed_s", "images_per_s"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("learn") / "run"
+    return attn_lib.train("vgg-att3-concat-pc", "synthetic", out_dir=run_dir, progress=False,
+                          **LEARN)
+
+
+def test_tiny_run_beats_chance_by_a_wide_margin(learned):
+    chance = 1 / 8
+    last = learned.history[-1]
+    assert last["test_acc"] > 3 * chance, learned.history
+    assert last["train_loss"] < learned.history[0]["train_loss"]
+    assert not learned.model.training
+
+
+def test_metrics_file_matches_history_and_run_folder_is_complete(learned):
+    rows = read_metrics(learned.run_dir)
+    assert rows == learned.history
+    with open(learned.run_dir / "metrics.jsonl") as f:
+        assert [json.loads(line) for line in f] == learned.history
+    required = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_tta",
+                "lr", "time_s"}
+    assert all(required <= set(row) for row in rows)
+    assert [row["epoch"] for row in rows] == list(range(1, LEARN["epochs"] + 1))
+    names = {p.name for p in learned.run_dir.iterdir()}
+    assert {"last.pt", "best.pt", "metrics.jsonl", "config.json", "curves.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    config = json.loads((learned.run_dir / "config.json").read_text())
+    assert config["model"] == "vgg-att3-concat-pc" and config["recipe"]["epochs"] == 4
+
+
+def test_attention_png_is_saved(learned):
+    pytest.importorskip("attn_lib.viz")
+    assert (learned.run_dir / "attention.png").stat().st_size > 1000
+
+
+def test_evaluate_and_load_model_agree_with_history(learned):
+    test = load_dataset("synthetic", "test", limit=LEARN["limit_test"])
+    metrics = evaluate(learned.model, test, tta=True)
+    assert metrics["n"] == len(test)
+    assert metrics["acc"] == pytest.approx(learned.history[-1]["test_acc"], abs=1e-6)
+    assert metrics["acc_tta"] == pytest.approx(learned.history[-1]["test_acc_tta"], abs=1e-6)
+    model, info = attn_lib.load_model(learned.run_dir / "last.pt")
+    assert info["dataset"] == "synthetic" and len(info["classes"]) == 8
+    assert evaluate(model, test)["acc"] == pytest.approx(metrics["acc"], abs=1e-6)
+    fig = plot_history(learned.run_dir)
+    assert len(fig.axes) == 2
+
+
+def test_resume_of_a_finished_run_returns_it(learned):
+    again = attn_lib.train(out_dir=learned.run_dir, resume=True, progress=False,
+                           save_attention=False)
+    assert again.history == learned.history
+
+
+def test_resume_refuses_other_settings(learned):
+    with pytest.raises(CheckpointError, match="not the requested 'vgg'"):
+        attn_lib.train("vgg", out_dir=learned.run_dir, resume=True, progress=False)
+    with pytest.raises(ValueError, match="epochs: 4 -> 9"):
+        attn_lib.train(out_dir=learned.run_dir, resume=True, epochs=9, progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        attn_lib.train(out_dir=learned.run_dir, progress=False)
+
+
+def _cli(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "attn_lib", "train", "--out", str(run_dir), "--quiet", *extra]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    settings = ["--preset", "smoke", "--epochs", "4", "--limit-train", "160", "--limit-test",
+                "64", "--batch-size", "32", "--ema", "0.9", "--seed", "3", "--deterministic"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATTN_LIB_SMOKE": "0"}
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    reference = subprocess.Popen(_cli(full, *settings), env=env, cwd=REPO,
+                                 stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(_cli(broken, *settings), env=env, cwd=REPO,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (broken / "last.pt").exists():
+        assert victim.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(broken / "last.pt")["epoch"]
+    assert 1 <= killed_at < 4, "the kill came too late to test resuming"
+
+    resumed = subprocess.run(_cli(broken, "--resume"), env=env, cwd=REPO,
+                             stderr=subprocess.PIPE, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+
+    def strip(rows):
+        return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
+
+    assert len(read_metrics(broken)) == 4
+    assert strip(read_metrics(broken)) == strip(read_metrics(full))
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(broken / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert not [p for p in broken.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    classes = len(load_dataset("synthetic", limit=1).classes)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=classes, width=0.0625)
+    calls = {"train": 0}
+
+    def poison(module, inputs, output):  # a NaN in the 2nd epoch (4 steps per epoch)
+        if module.training:
+            calls["train"] += 1
+            if calls["train"] > 5:
+                return ModelOutput(output.logits * float("nan"), output.attention)
+        return output
+
+    model.register_forward_hook(poison)
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2.*last good checkpoint"):
+        attn_lib.train(model, "synthetic", out_dir=run_dir, preset="smoke", epochs=3,
+                       limit_train=128, limit_test=32, batch_size=32, progress=False)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+               if v.is_floating_point())
+    assert len(read_metrics(run_dir)) == 1
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_presets_and_precision_choices(monkeypatch):
+    assert default_preset_name("cpu", smoke=True) == "smoke"
+    assert default_preset_name("cuda", smoke=False) == "fast"
+    assert default_preset_name("cpu", smoke=False) == "cpu"
+    paper = get_preset("paper")
+    assert (paper.epochs, paper.batch_size, paper.lr, paper.schedule) == (300, 128, 0.1, "step")
+    assert resolve_precision(torch.device("cpu")) == "fp32"
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_precision(torch.device("cpu"), "fp16")
+    for major, expected in ((7, "fp16"), (8, "bf16"), (9, "bf16")):  # T4/V100, A100, H100
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, m=major: (m, 0))
+        assert resolve_precision(torch.device("cuda"), "auto") == expected
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        Recipe(name="x", epochs=1, batch_size=1, lr=-1.0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("turbo")
+
+
+def test_schedules():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    one = LRSchedule(opt, Recipe(name="t", epochs=10, batch_size=1, lr=1.0, warmup=0.2), 10)
+    lrs = [one.lr_at(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0)
+    assert lrs.index(max(lrs)) == 20 and lrs[-1] < 1e-3
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:21]))
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    paper = LRSchedule(opt, get_preset("paper"), 391)
+    assert paper.lr_at(0) == 0.1 and paper.lr_at(391 * 25) == 0.05
+    assert paper.lr_at(391 * 299) == pytest.approx(0.1 * 0.5**11)
+    one.step()
+    assert opt.param_groups[0]["lr"] == one.lr_at(1)
