@@ -7,21 +7,54 @@
 
 from .attention import AttentionEstimator, dp_compatibility, pc_compatibility
 from .backbone import VGGBackbone
+from .checkpoint import CheckpointError, load_model
 from .config import smoke_mode
+from .gradcam import gradcam
 from .model import AttnVGG, ModelOutput
 from .registry import DEFAULT_OPTIONS, build_model, list_models
+from .training import NonFiniteLossError, TrainResult, evaluate, plot_history, train
 
 __version__ = "0.1.0"
 
+# Plotting and localisation import matplotlib (and ipywidgets) on first use only, so
+# `import attn_lib` stays light and training never depends on them (PEP 562 lazy attributes).
+_LAZY = {
+    "overlay_attention": "viz",
+    "plot_attention_grid": "viz",
+    "localization_scores": "localize",
+    "attention_explorer": "explorer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "plot_attention_grid",
+    "overlay_attention",
+    "localization_scores",
+    "gradcam",
+    "attention_explorer",
     "AttentionEstimator",
     "AttnVGG",
+    "CheckpointError",
     "DEFAULT_OPTIONS",
     "ModelOutput",
+    "NonFiniteLossError",
+    "TrainResult",
     "VGGBackbone",
     "build_model",
     "dp_compatibility",
+    "evaluate",
     "list_models",
+    "load_model",
     "pc_compatibility",
+    "plot_history",
     "smoke_mode",
+    "train",
 ]

@@ -1,0 +1,265 @@
+"""Overlays, attention grids, the explorer and Grad-CAM (all headless, tiny models)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import nn  # noqa: E402
+
+import attn_lib  # noqa: E402
+from attn_lib.explorer import attention_explorer  # noqa: E402
+from attn_lib.gradcam import gradcam, gradcam_layers  # noqa: E402
+from attn_lib.viz import overlay_attention, plot_attention_grid, to_rgb_image  # noqa: E402
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+JET = matplotlib.colormaps["jet"]
+
+
+def _image(seed: int = 0, size: int = 32) -> torch.Tensor:
+    """A random RGB image (3, H, W) in [0, 1]."""
+    return torch.rand(3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _corner_map() -> torch.Tensor:
+    m = torch.zeros(8, 8)
+    m[0, 0] = 1.0  # peak in the top-left corner
+    return m
+
+
+# --- overlay_attention ----------------------------------------------------------------------
+
+
+def test_overlay_shape_dtype_and_range():
+    out = overlay_attention(_image(), torch.rand(4, 4), alpha=0.6)
+    assert out.shape == (32, 32, 3)
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_peak_in_a_corner_colours_that_corner():
+    grey = torch.full((3, 32, 32), 0.5)
+    out = overlay_attention(grey, _corner_map(), alpha=1.0, cmap="jet")
+    top_left, bottom_right = out[0, 0], out[-1, -1]
+    # Full opacity shows the colormap alone: the peak gets jet's top (dark red), the rest its
+    # bottom (dark blue); red must be in the top-left, i.e. no transposed or flipped axes.
+    np.testing.assert_allclose(top_left, JET(1.0)[:3], atol=0.05)
+    np.testing.assert_allclose(bottom_right, JET(0.0)[:3], atol=1e-6)
+    assert top_left[0] > 0.4 and top_left[2] < 0.1
+    assert out[0, -1, 2] > out[0, -1, 0] and out[-1, 0, 2] > out[-1, 0, 0]
+
+
+def test_alpha_zero_is_the_image_and_channels_stay_rgb():
+    image = torch.zeros(3, 8, 8)
+    image[0] = 1.0  # pure red must stay red (no BGR swap anywhere)
+    out = overlay_attention(image, torch.rand(2, 2), alpha=0.0)
+    np.testing.assert_array_equal(out[..., 0], 1.0)
+    np.testing.assert_array_equal(out[..., 1:], 0.0)
+
+
+def test_chw_hwc_tensor_array_and_uint8_agree():
+    chw = _image(1)
+    att = torch.rand(1, 1, 8, 8)
+    ref = overlay_attention(chw, att)
+    hwc = chw.permute(1, 2, 0)
+    for image in (hwc, chw.numpy(), hwc.numpy()):
+        np.testing.assert_allclose(overlay_attention(image, att), ref, atol=1e-6)
+    for a in (att[0], att[0, 0], att.numpy()):
+        np.testing.assert_allclose(overlay_attention(chw, a), ref, atol=1e-6)
+    as_uint8 = (chw * 255).round().to(torch.uint8)
+    np.testing.assert_allclose(overlay_attention(as_uint8, att), ref, atol=3e-3)
+
+
+def test_normalised_input_round_trips_with_mean_and_std():
+    image = _image(2)
+    normalised = (image - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    att = torch.rand(16, 16)
+    np.testing.assert_allclose(
+        overlay_attention(normalised, att, mean=MEAN, std=STD), overlay_attention(image, att),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(to_rgb_image(normalised, MEAN, STD),
+                               image.permute(1, 2, 0).numpy(), atol=1e-5)
+
+
+def test_grey_image_becomes_rgb():
+    assert to_rgb_image(torch.rand(1, 8, 8)).shape == (8, 8, 3)
+    assert to_rgb_image(np.random.rand(8, 8)).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    ("image", "attention", "kwargs", "message"),
+    [
+        (torch.rand(2, 3, 8, 8), torch.rand(4, 4), {}, "one image"),
+        (torch.rand(5, 8, 8), torch.rand(4, 4), {}, "channel axis"),
+        (torch.rand(3, 8, 8) * 4 - 2, torch.rand(4, 4), {}, "mean= and std="),
+        (torch.rand(3, 8, 8) * 255, torch.rand(4, 4), {}, "255"),
+        (torch.full((3, 8, 8), float("nan")), torch.rand(4, 4), {}, "NaN"),
+        (torch.rand(3, 8, 8), torch.rand(2, 1, 4, 4), {}, "one attention map"),
+        (torch.rand(3, 8, 8), torch.rand(4, 4), {"alpha": 1.5}, "alpha"),
+        (torch.rand(3, 8, 8), torch.rand(4, 4), {"cmap": "no-such-map"}, "colormap"),
+        (torch.rand(3, 8, 8), torch.rand(4, 4), {"mean": MEAN}, "both mean and std"),
+        (torch.rand(3, 8, 8), torch.rand(4, 4), {"mean": (0.5, 0.5), "std": STD}, "per channel"),
+        ([[0.0]], torch.rand(4, 4), {}, "torch.Tensor or a numpy.ndarray"),
+    ],
+)
+def test_bad_inputs_raise_clear_value_errors(image, attention, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        overlay_attention(image, attention, **kwargs)
+
+
+# --- plot_attention_grid --------------------------------------------------------------------
+
+
+def _model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return attn_lib.build_model(name, num_classes=4, width=0.0625).eval()
+
+
+def _batch(n: int = 2) -> torch.Tensor:
+    x = torch.stack([_image(i) for i in range(n)])
+    return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "columns"),
+    [
+        ("vgg-att2-concat-pc", {}, 3),
+        ("vgg-att3-concat-pc", {}, 4),
+        ("vgg-att3-indep-dp", {"gradcam": True}, 5),
+        ("vgg", {}, 1),
+        ("vgg", {"gradcam": True}, 2),
+    ],
+)
+def test_grid_has_a_column_per_level(name, kwargs, columns):
+    fig = plot_attention_grid(_model(name), _batch(2), [0, 1], ["a", "b", "c", "d"], MEAN, STD,
+                              **kwargs)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2 * columns
+    first = fig.axes[0]
+    assert "true: a" in first.get_title() and "pred:" in first.get_title()
+    assert not first.get_xticks().size and not first.get_yticks().size
+
+
+def test_grid_with_baseline_saves_png(tmp_path):
+    path = tmp_path / "grid.png"
+    fig = plot_attention_grid(_model("vgg-att3-concat-pc"), _batch(3), torch.tensor([0, 1, 2]),
+                              mean=MEAN, std=STD, save_path=path, baseline=_model("vgg"))
+    assert len(fig.axes) == 3 * 5
+    assert "Grad-CAM vgg" in fig.axes[4].get_title()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_restores_training_mode_and_checks_inputs():
+    model = _model("vgg-att2-concat-pc").train()
+    plot_attention_grid(model, _batch(1), mean=MEAN, std=STD)
+    assert model.training
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        plot_attention_grid(model, _batch(1)[0], mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match="labels"):
+        plot_attention_grid(model, _batch(2), [0], mean=MEAN, std=STD)
+
+
+# --- attention_explorer ---------------------------------------------------------------------
+
+
+class _TinySet:
+    """Stand-in with the ArrayDataset fields the explorer reads."""
+
+    def __init__(self, n: int = 6) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+        self.labels = torch.arange(n) % 3
+        self.classes = ["zero", "one", "two"]
+        self.mean, self.std = MEAN, STD
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def test_explorer_is_a_static_figure_without_a_kernel():
+    fig = attention_explorer(_model("vgg-att3-concat-pc"), _TinySet(), static_images=2)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2 * 4
+
+
+def test_explorer_widget_builds_and_redraws_headless():
+    widgets = pytest.importorskip("ipywidgets")
+    box = attention_explorer(_model("vgg-att2-concat-pc"), _TinySet(), gradcam=True,
+                             interactive=True)
+    assert isinstance(box, widgets.VBox)
+    controls, status, image = box.children
+    filters, views = controls.children
+    class_filter, index = filters.children
+    view, alpha = views.children
+    assert [label for label, _ in view.options] == [
+        "level 2 (conv10)", "level 3 (conv13)", "Grad-CAM (conv13)"]
+    first = image.value
+    assert first[:4] == b"\x89PNG"
+    class_filter.value = 2  # images 2 and 5
+    assert index.max == 1 and "image 2" in status.value
+    index.value = 1
+    assert "image 5" in status.value
+    view.value = 2
+    alpha.value = 0.9
+    assert image.value[:4] == b"\x89PNG" and image.value != first
+
+
+# --- Grad-CAM -------------------------------------------------------------------------------
+
+
+class _TwoChannelNet(nn.Module):
+    """Class c's logit is the mean of channel c: class 0 'sees' channel 0, class 1 channel 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(2)[:, :, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_gradcam_responds_to_the_class():
+    x = torch.zeros(1, 2, 8, 8)
+    x[0, 0, :2, :2] = 1.0  # evidence for class 0, top-left
+    x[0, 1, -2:, -2:] = 1.0  # evidence for class 1, bottom-right
+    net = _TwoChannelNet()
+    cam0 = gradcam(net, x, target=0, layer=net.conv)[0, 0]
+    cam1 = gradcam(net, x, target=1, layer=net.conv)[0, 0]
+    assert cam0.shape == (8, 8)
+    assert cam0[0, 0] == 1.0 and cam0[-1, -1] == 0.0
+    assert cam1[-1, -1] == 1.0 and cam1[0, 0] == 0.0
+    # target=None explains the predicted class: make class 1 win with a larger patch.
+    x[0, 1, -4:, -4:] = 1.0
+    assert torch.equal(gradcam(net, x, layer=net.conv), gradcam(net, x, 1, layer=net.conv))
+
+
+def test_gradcam_on_attn_models_shape_range_and_side_effects():
+    model = _model("vgg-att3-concat-pc").train()
+    x = _batch(3)
+    maps = gradcam(model, x, target=[0, 1, 2])
+    assert maps.shape == (3, 1, 32, 32)
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+    native = gradcam_layers(_model("vgg"), x, 0, (1, 2, 3), upsample=False)
+    assert [tuple(m.shape[-2:]) for m in native] == [(32, 32), (16, 16), (8, 8)]
+
+
+def test_gradcam_rejects_bad_targets_and_layers():
+    model = _model("vgg")
+    with pytest.raises(ValueError, match="target classes"):
+        gradcam(model, _batch(1), target=7)
+    with pytest.raises(ValueError, match="one class or one per image"):
+        gradcam(model, _batch(2), target=[0, 1, 2])
+    with pytest.raises(ValueError, match="level 1, 2 or 3"):
+        gradcam(model, _batch(1), layer=4)
+    with pytest.raises(ValueError, match="layer="):
+        gradcam(_TwoChannelNet(), torch.rand(1, 2, 4, 4))
