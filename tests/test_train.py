@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import LEARN
 
 import attn_lib
 from attn_lib.checkpoint import CheckpointError, load_checkpoint
@@ -22,21 +23,9 @@ from attn_lib.training.optim import LRSchedule
 from attn_lib.training.precision import resolve_precision
 from attn_lib.training.recipe import default_preset_name, get_preset
 
-#: A small run that learns the synthetic task well above chance (1/8): ~45 s on 2 cores.
-#: The loss sits at chance for the first ~100 steps (the shape must be found in the clutter),
-#: so fewer steps would make this test flaky; a 1/16-width model makes the steps cheap.
-LEARN = dict(preset="cpu", width=0.0625, limit_train=4096, limit_test=256, epochs=4,
-             augment="none")
 #: Timing fields differ between runs; everything else must match exactly after a resume.
 TIME_KEYS = {"train_time_s", "time_s", "elapsed_s", "images_per_s"}
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def learned(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("learn") / "run"
-    return attn_lib.train("vgg-att3-concat-pc", "synthetic", out_dir=run_dir, progress=False,
-                          **LEARN)
 
 
 def test_tiny_run_beats_chance_by_a_wide_margin(learned):
