@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torchvision import datasets as tv_datasets
 
 from .base import ArrayDataset, DatasetNotFoundError, check_split, mix_seed
 from .folder import default_cache_dir, load_folder
@@ -25,7 +24,9 @@ CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-_CIFAR_CLASSES = {"cifar10": tv_datasets.CIFAR10, "cifar100": tv_datasets.CIFAR100}
+#: torchvision dataset class names; torchvision is imported only when CIFAR is loaded (it adds
+#: about a second to every process that imports attn_lib.data).
+_CIFAR_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -87,7 +88,9 @@ def load_cifar(name: str, split: str = "train", data_dir: str | os.PathLike | No
     if name not in _CIFAR_CLASSES:
         raise ValueError(f"unknown CIFAR dataset {name!r}; accepted: {', '.join(_CIFAR_CLASSES)}")
     check_split(split)
-    cls = _CIFAR_CLASSES[name]
+    from torchvision import datasets as tv_datasets
+
+    cls = getattr(tv_datasets, _CIFAR_CLASSES[name])
     root = Path(data_dir).expanduser() if data_dir else default_cache_dir() / "datasets"
     if root.name == cls.base_folder:
         root = root.parent  # the user pointed at the extracted folder itself

@@ -8,6 +8,7 @@ time of every file: adding, removing or editing an image gives a new key and a f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,14 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.functional import resize
 
 from .base import ArrayDataset, DatasetNotFoundError, check_split
-
-try:
-    from torchvision.io import ImageReadMode, decode_image, read_file
-except ImportError:  # a future torchvision without image decoding: PIL only
-    decode_image = None
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CACHE_DIRNAME = ".attn_lib_cache"
@@ -146,6 +141,10 @@ def decode_images(files: Sequence[str | os.PathLike], image_size: int | None = N
         warnings.simplefilter("ignore", DeprecationWarning)
         # The decoders release the GIL: threads overlap file reads and decoding.
         images = list(pool.map(_decode, files, chunksize=256))
+    # torchvision is imported here, not at module level: it adds about a second to every
+    # process that imports attn_lib.data, most of which never decode a folder.
+    from torchvision.transforms.functional import resize
+
     first_shape = None
     for index, (path, image) in enumerate(zip(files, images)):
         if image_size is not None and tuple(image.shape[1:]) != (image_size, image_size):
@@ -160,10 +159,21 @@ def decode_images(files: Sequence[str | os.PathLike], image_size: int | None = N
     return torch.stack(images)
 
 
+@functools.lru_cache(maxsize=1)
+def _torchvision_decoder() -> Callable[[str], Tensor] | None:
+    """torchvision's fast RGB decoder, or None for a torchvision without image decoding."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+    except ImportError:
+        return None
+    return lambda path: decode_image(read_file(path), mode=ImageReadMode.RGB)
+
+
 def _decode(path: str | os.PathLike) -> Tensor:
-    if decode_image is not None:
+    decoder = _torchvision_decoder()
+    if decoder is not None:
         try:
-            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            return decoder(str(path))
         except RuntimeError:
             pass  # a format torchvision cannot decode (BMP, TIFF): PIL below
     with Image.open(path) as pil:

@@ -12,12 +12,11 @@ processes -- kept as the reference the fast path is checked against.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 from .base import ArrayDataset, mix_seed
 
@@ -150,7 +149,7 @@ class DeviceLoader:
 class _TransformDataset(Dataset):
     """Per-image view of an :class:`ArrayDataset` with a torchvision transform."""
 
-    def __init__(self, ds: ArrayDataset, transform: transforms.Compose) -> None:
+    def __init__(self, ds: ArrayDataset, transform: Callable[[Tensor], Tensor]) -> None:
         self.ds = ds
         self.transform = transform
 
@@ -161,8 +160,11 @@ class _TransformDataset(Dataset):
         return self.transform(self.ds.images[index]), int(self.ds.labels[index])
 
 
-def reference_transform(ds: ArrayDataset, train: bool) -> transforms.Compose:
+def reference_transform(ds: ArrayDataset, train: bool) -> Callable[[Tensor], Tensor]:
     """The usual CIFAR transform on uint8 tensors: [RandomCrop(pad 4), flip,] float, Normalize."""
+    # Imported here: torchvision adds about a second to every import of attn_lib.data.
+    from torchvision import transforms
+
     steps: list = []
     if train:
         steps += [transforms.RandomCrop(ds.images.shape[-2:], padding=PAD),
