@@ -210,6 +210,25 @@ def test_device_loader_epochs_are_reproducible(synthetic: ArrayDataset) -> None:
     assert not torch.equal(passes[0][0][0], passes[1][0][0])  # epochs advance by themselves
 
 
+def test_device_loader_augmentation_modes(synthetic: ArrayDataset) -> None:
+    ds = synthetic.subset(64)
+    plain = torch.cat([x for x, _ in DeviceLoader(ds, batch_size=64, train=True, seed=1,
+                                                  augment="none")])
+    # same seed, same epoch: the same shuffled order in every mode
+    flipped_only = next(iter(DeviceLoader(ds, batch_size=64, train=True, seed=1, augment="flip")))
+    x = flipped_only[0]
+    mirrored = torch.flip(plain, dims=[3])
+    same = (x == plain).flatten(1).all(1)
+    flipped = (x == mirrored).flatten(1).all(1)
+    # flip only: every image is either untouched or exactly mirrored (no shift), both occur
+    assert (same | flipped).all() and same.any() and flipped.any()
+    cropped = next(iter(DeviceLoader(ds, batch_size=64, train=True, seed=1, augment=True)))[0]
+    assert not ((cropped == plain).flatten(1).all(1)
+                | (cropped == mirrored).flatten(1).all(1)).all()  # crops shift some images
+    with pytest.raises(ValueError, match="crop-flip, flip, none"):
+        DeviceLoader(ds, batch_size=8, train=True, augment="rotate")
+
+
 def test_torch_dataloader_matches_reference_normalisation(synthetic: ArrayDataset) -> None:
     ds = synthetic.subset(40)
     x, y = next(iter(torch_dataloader(ds, batch_size=16, train=False, num_workers=0)))

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from .base import ArrayDataset, mix_seed
 
 PAD = 4
+#: Training augmentations of :class:`DeviceLoader`: random crop (pad 4) + flip, flip only, none.
+AUGMENTATIONS = ("crop-flip", "flip", "none")
 
 
 def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD,
@@ -66,6 +68,14 @@ def crop_flip(images: Tensor, offsets: Tensor, flipped: Tensor, pad: int = PAD) 
     return padded[batch, channel, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
 
 
+def _augmentation(augment: bool | str) -> str:
+    if isinstance(augment, bool):
+        return "crop-flip" if augment else "none"
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
+    return augment
+
+
 def _default_drop_last(train: bool, size: int, batch_size: int) -> bool:
     # Drop the ragged last batch when training (a batch of 1 breaks batch norm), unless that
     # would leave no batch at all on a tiny dataset.
@@ -90,13 +100,15 @@ class DeviceLoader:
         train: shuffle (and augment, unless ``augment=False``); else keep order.
         device: where batches live, e.g. ``"cuda"`` or ``"cpu"``.
         seed: seed of the shuffle and augmentation.
-        augment: random crop + flip; defaults to ``train``.
+        augment: one of :data:`AUGMENTATIONS` (``True`` = ``"crop-flip"``, ``False`` =
+            ``"none"``); defaults to ``"crop-flip"`` when ``train``, else ``"none"``.
         drop_last: drop the last incomplete batch; defaults to ``train`` (if a full batch exists).
         channels_last: yield ``x`` in channels-last memory format (faster convs with AMP).
     """
 
     def __init__(self, ds: ArrayDataset, batch_size: int, train: bool,
-                 device: torch.device | str = "cpu", seed: int = 0, augment: bool | None = None,
+                 device: torch.device | str = "cpu", seed: int = 0,
+                 augment: bool | str | None = None,
                  drop_last: bool | None = None, channels_last: bool = False) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -105,7 +117,7 @@ class DeviceLoader:
         self.train = train
         self.device = torch.device(device)
         self.seed = seed
-        self.augment = train if augment is None else augment
+        self.augment = _augmentation(train if augment is None else augment)
         self.drop_last = (_default_drop_last(train, len(ds), batch_size) if drop_last is None
                           else drop_last)
         self.channels_last = channels_last
@@ -133,11 +145,13 @@ class DeviceLoader:
         n = len(self.dataset)
         order = torch.randperm(n, generator=generator) if self.train else torch.arange(n)
         offsets, flipped = _draw_crop_flip(n, PAD, True, generator)
+        if self.augment == "flip":
+            offsets.fill_(PAD)  # the centre crop of the padded image is the image itself
         order, offsets, flipped = (t.to(self.device) for t in (order, offsets, flipped))
         for i in range(len(self)):
             batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
             x = self.images[order[batch]]
-            if self.augment:
+            if self.augment != "none":
                 x = crop_flip(x, offsets[batch], flipped[batch])
             # (x / 255 - mean) / std as one multiply-add on the float copy.
             x = x.float().mul_(self._scale).sub_(self._shift)

@@ -201,7 +201,7 @@ def train(
     if recipe.loader == "device":
         train_loader = DeviceLoader(train_ds, recipe.batch_size, train=True, device=dev,
                                     seed=seed, channels_last=use_cl,
-                                    augment=recipe.augment == "crop-flip")
+                                    augment=recipe.augment)
     else:
         train_loader = _EpochDataLoader(torch_dataloader, train_ds, recipe.batch_size,
                                         recipe.num_workers, seed)
@@ -288,12 +288,9 @@ def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: A
         t0 = time.perf_counter()
         bar = tqdm(train_loader, total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}",
                    leave=False, disable=not progress)
-        flips = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         for i, (x, y) in enumerate(bar):
             if x.device != dev:  # the torchvision DataLoader path yields CPU tensors
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            elif recipe.augment == "flip":
-                x = _random_flip(x, flips)
             if use_cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss, logits = train_step(step_model, x, y, optimizer, scaler, dev, prec,
@@ -339,12 +336,6 @@ def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: A
         append_metrics(run_dir, row)
         if progress:
             tqdm.write(_summary(row, recipe.epochs))
-
-
-def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch left-right (CPU generator: same on any device)."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(3), x)
 
 
 class _EpochDataLoader:

@@ -21,10 +21,12 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ..data.loaders import AUGMENTATIONS
+
 SCHEDULES = ("onecycle", "step")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOADERS = ("device", "torch")
-AUGMENTS = ("crop-flip", "flip", "none")
+AUGMENTS = AUGMENTATIONS
 
 
 def _check_positive_int(name: str, value: Any) -> None:
