@@ -6,7 +6,7 @@
 Prints, in one run, on the same model and data:
 
 * images/s of the fast path (whole uint8 set on the device, on-device augmentation, bf16/fp16
-  autocast, channels_last, torch.compile, SGD+Nesterov, batch 512);
+  autocast, channels_last, fused SGD+Nesterov, batch 512), eager and with torch.compile;
 * images/s of a reference-style loop as the public PyTorch port trains: fp32, batch 128,
   torchvision DataLoader with CPU transforms and worker processes, no compile;
 * their ratio and the peak GPU memory of each;
@@ -14,11 +14,15 @@ Prints, in one run, on the same model and data:
 
 The targets (one H100, bf16, full-width vgg-att3-concat-pc, JPEG CIFAR-10) are printed next to
 the measured figures; in --small mode they do not apply and are shown for reference only.
+``--json FILE`` also writes every figure to a file; the recipe options (``--lr``, ``--epochs``,
+...) override the ``fast`` preset for the time-to-target run, for tuning it on a GPU.
+``benchmarks/gpu_session.sh`` is the whole GPU session in one command.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
@@ -30,6 +34,7 @@ import torch
 import attn_lib
 from attn_lib.data import DeviceLoader, load_dataset, torch_dataloader
 from attn_lib.training.loop import train_step
+from attn_lib.training.optim import build_optimizer
 from attn_lib.training.precision import make_scaler, resolve_precision, synchronize
 from attn_lib.training.recipe import get_preset
 
@@ -54,7 +59,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     p.add_argument("--no-time-to-target", action="store_true", help="skip the training run")
     p.add_argument("--target", type=float, default=None, help="test accuracy to reach")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of the time-to-target run")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    r = p.add_argument_group("time-to-target recipe (overrides of the fast preset)")
+    r.add_argument("--epochs", type=int, default=None)
+    for flag, kind in (("--batch-size", int), ("--lr", float), ("--warmup", float),
+                       ("--weight-decay", float), ("--label-smoothing", float),
+                       ("--ema-decay", float)):
+        r.add_argument(flag, type=kind, default=None)
+    r.add_argument("--augment", default=None, choices=("crop-flip", "flip", "none"))
     args = p.parse_args(argv)
     args.small = args.small or not torch.cuda.is_available()
     return args
@@ -67,8 +79,8 @@ def settings(args: argparse.Namespace) -> dict:
         # about the GPU targets (a 1/16-width model, a few steps, a short training run).
         s = dict(device="cpu", dataset=args.dataset or "synthetic", width=0.0625,
                  limit_train=512, limit_test=256, fast_batch=64, ref_batch=128, steps=4,
-                 warmup=1, workers=2, compile=False, target=0.30, epochs=2,
-                 train_kw=dict(preset="cpu", width=0.0625, augment="none"))
+                 warmup=1, workers=2, compile=False, target=0.30, epochs=8,
+                 train_kw=dict(preset="cpu", width=0.0625, augment="none", lr=0.1))
     else:
         s = dict(device="cuda", dataset=args.dataset or "folder", width=1.0, limit_train=None,
                  limit_test=None, fast_batch=512, ref_batch=128, steps=100, warmup=30,
@@ -79,7 +91,14 @@ def settings(args: argparse.Namespace) -> dict:
     s["workers"] = args.workers if args.workers is not None else s["workers"]
     s["target"] = args.target or s["target"]
     s["epochs"] = args.epochs or s["epochs"]
+    for key in RECIPE_OVERRIDES:
+        if getattr(args, key) is not None:
+            s["train_kw"][key] = getattr(args, key)
     return s
+
+
+RECIPE_OVERRIDES = ("batch_size", "lr", "warmup", "weight_decay", "label_smoothing",
+                    "ema_decay", "augment")
 
 
 def build(args, s, num_classes: int, channels_last: bool):
@@ -130,6 +149,92 @@ def peak_memory(dev) -> str:
     return f"{rss:.0f} MiB (process peak RSS, CPU)"
 
 
+def measure_fast(args, s, train_ds, dev, prec) -> dict[str, tuple[float, str]]:
+    """Fast-path images/s and peak memory, eager and (on a GPU) compiled: what ``train`` does
+    (channels_last pays off on GPUs, not on CPUs)."""
+    channels_last = dev.type == "cuda"
+    fast = {}
+    for compiled in (False, True) if s["compile"] else (False,):
+        model = build(args, s, len(train_ds.classes), channels_last=channels_last)
+        step_model = torch.compile(model) if compiled else model
+        opt = build_optimizer(model, get_preset("fast"), dev)
+        loader = DeviceLoader(train_ds, s["fast_batch"], train=True, device=dev,
+                              channels_last=channels_last)
+        reset_peak(dev)
+        speed = time_steps(step_model, endless(loader), opt, make_scaler(dev, prec), dev, prec,
+                           s["steps"], s["warmup"], s["fast_batch"], channels_last, 0.1)
+        fast["compiled" if compiled else "eager"] = (speed, peak_memory(dev))
+    return fast
+
+
+def measure_reference(args, s, train_ds, dev) -> tuple[float, str]:
+    """The reference-style loop: fp32, batch 128, DataLoader + CPU transforms + workers."""
+    model = build(args, s, len(train_ds.classes), channels_last=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    loader = torch_dataloader(train_ds, s["ref_batch"], train=True, num_workers=s["workers"])
+    reset_peak(dev)
+    speed = time_steps(model, endless(loader), opt, make_scaler(dev, "fp32"), dev, "fp32",
+                       s["steps"], max(1, s["warmup"] // 3), s["ref_batch"], False, 0.0)
+    return speed, peak_memory(dev)
+
+
+def time_to_target(args, s, dev, data_dir) -> dict:
+    """Train with the fast recipe (plus overrides) and find when the target was reached."""
+    kw = dict(s["train_kw"], device=dev, compile=s["compile"], progress=not args.small,
+              limit_train=s["limit_train"], limit_test=s["limit_test"], save_attention=False)
+    if s["epochs"]:
+        kw["epochs"] = s["epochs"]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = attn_lib.train(args.model, s["dataset"], data_dir=data_dir,
+                                out_dir=Path(tmp) / "run", **kw)
+        wall = time.perf_counter() - start
+        recipe = json.loads((result.run_dir / "config.json").read_text())["recipe"]
+    history = result.history
+
+    def score(row):
+        return max(row["test_acc"], row.get("test_acc_tta", 0.0))
+
+    hit = next((row for row in history if score(row) >= s["target"]), None)
+    return {
+        "target": s["target"], "reached_at_s": hit and hit["elapsed_s"],
+        "reached_at_epoch": hit and hit["epoch"], "best_acc": max(map(score, history)),
+        "final_acc": history[-1]["test_acc"], "final_acc_tta": history[-1].get("test_acc_tta"),
+        "train_s": history[-1]["elapsed_s"], "wall_s": wall,
+        "compile_s": history[0]["compile_s"],
+        "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
+        "recipe": recipe,
+        "history": [{k: row[k] for k in ("epoch", "test_acc", "test_acc_tta", "elapsed_s")
+                     if k in row} for row in history],
+    }
+
+
+def print_throughput(record: dict, s: dict, note: str) -> None:
+    print(f"\nthroughput{note}")
+    for kind, speed in record["fast_images_per_s"].items():
+        print(f"  fast, {kind:8}: {speed:10,.0f} images/s   target >= {TARGET_IMAGES_PER_S:,}"
+              f"   peak memory {record['fast_peak_memory'][kind]}")
+    print(f"  reference loop: {record['reference_images_per_s']:10,.0f} images/s   (fp32, batch "
+          f"{s['ref_batch']}, DataLoader, {s['workers']} workers)   peak memory "
+          f"{record['reference_peak_memory']}")
+    print(f"  speed-up      : {record['speedup']:10.2f} x        target >= {TARGET_SPEEDUP}")
+
+
+def print_time_to_target(t: dict, note: str) -> None:
+    print(f"\ntime to {100 * t['target']:.1f}% test accuracy (flip TTA allowed){note}")
+    if t["reached_at_s"] is None:
+        print(f"  not reached in {len(t['history'])} epochs (best {100 * t['best_acc']:.2f}%)")
+    else:
+        print(f"  {t['reached_at_s']:8.1f} s of training (epoch {t['reached_at_epoch']}; "
+              f"target <= {TARGET_SECONDS} s to {100 * TARGET_ACC:.1f}%)")
+    tta = t["final_acc_tta"] if t["final_acc_tta"] is not None else float("nan")
+    print(f"  final: {100 * t['final_acc']:.2f}% (flip TTA {100 * tta:.2f}%) after "
+          f"{t['train_s']:.1f} s training; {t['wall_s']:.1f} s wall incl. compilation "
+          f"({t['compile_s']:.1f} s), evaluation, checkpoints and start-up; train images/s in "
+          f"the run {t['images_per_s']:,.0f}")
+    print(f"  recipe: {json.dumps(t['recipe'])}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     s = settings(args)
@@ -147,68 +252,25 @@ def main(argv=None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    classes = len(train_ds.classes)
-    print(f"data: {len(train_ds)} train / {len(test_ds)} test images, {classes} classes")
+    print(f"data: {len(train_ds)} train / {len(test_ds)} test images, "
+          f"{len(train_ds.classes)} classes")
 
-    # Fast path: what attn_lib.train does (channels_last pays off on GPUs, not on CPUs).
-    fast_cl = dev.type == "cuda"
-    model = build(args, s, classes, channels_last=fast_cl)
-    step_model = torch.compile(model) if s["compile"] else model
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)
-    loader = DeviceLoader(train_ds, s["fast_batch"], train=True, device=dev,
-                          channels_last=fast_cl)
-    reset_peak(dev)
-    fast = time_steps(step_model, endless(loader), opt, make_scaler(dev, prec), dev, prec,
-                      s["steps"], s["warmup"], s["fast_batch"], fast_cl, 0.1)
-    fast_mem = peak_memory(dev)
-    del model, step_model, opt, loader
-
-    # Reference-style loop: fp32, batch 128, DataLoader + CPU transforms + workers.
-    model = build(args, s, classes, channels_last=False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    ref_loader = torch_dataloader(train_ds, s["ref_batch"], train=True,
-                                  num_workers=s["workers"])
-    reset_peak(dev)
-    ref = time_steps(model, endless(ref_loader), opt, make_scaler(dev, "fp32"), dev, "fp32",
-                     s["steps"], max(1, s["warmup"] // 3), s["ref_batch"], False, 0.0)
-    ref_mem = peak_memory(dev)
-    del model, opt, ref_loader
-
+    fast = measure_fast(args, s, train_ds, dev, prec)
+    ref, ref_mem = measure_reference(args, s, train_ds, dev)
+    record = {"device": name, "mode": "small" if args.small else "full", "model": args.model,
+              "width": s["width"], "precision": prec, "torch": torch.__version__,
+              "fast_images_per_s": {k: v[0] for k, v in fast.items()},
+              "fast_peak_memory": {k: v[1] for k, v in fast.items()},
+              "reference_images_per_s": ref, "reference_peak_memory": ref_mem,
+              "speedup": max(v[0] for v in fast.values()) / ref}
     note = " (targets are for one H100, full width; not applicable here)" if args.small else ""
-    print(f"\nthroughput{note}")
-    print(f"  fast path     : {fast:10,.0f} images/s   target >= {TARGET_IMAGES_PER_S:,}   "
-          f"peak memory {fast_mem}")
-    print(f"  reference loop: {ref:10,.0f} images/s   (fp32, batch {s['ref_batch']}, "
-          f"DataLoader, {s['workers']} workers)   peak memory {ref_mem}")
-    print(f"  speed-up      : {fast / ref:10.2f} x        target >= {TARGET_SPEEDUP}")
-
+    print_throughput(record, s, note)
     if not args.no_time_to_target:
-        kw = dict(s["train_kw"], device=dev, compile=s["compile"], progress=not args.small,
-                  limit_train=s["limit_train"], limit_test=s["limit_test"],
-                  save_attention=False)
-        if s["epochs"]:
-            kw["epochs"] = s["epochs"]
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            result = attn_lib.train(args.model, s["dataset"], data_dir=data_dir,
-                                    out_dir=Path(tmp) / "run", **kw)
-            wall = time.perf_counter() - start
-        hit = next((row for row in result.history
-                    if max(row["test_acc"], row.get("test_acc_tta", 0.0)) >= s["target"]), None)
-        best = max(max(r["test_acc"], r.get("test_acc_tta", 0.0)) for r in result.history)
-        last = result.history[-1]
-        print(f"\ntime to {100 * s['target']:.1f}% test accuracy (flip TTA allowed){note}")
-        if hit is None:
-            print(f"  not reached in {len(result.history)} epochs (best {100 * best:.2f}%)")
-        else:
-            print(f"  {hit['elapsed_s']:8.1f} s of training (epoch {hit['epoch']}; "
-                  f"target <= {TARGET_SECONDS} s to {100 * TARGET_ACC:.1f}%)")
-        print(f"  final: {100 * last['test_acc']:.2f}% (flip TTA "
-              f"{100 * last.get('test_acc_tta', float('nan')):.2f}%) after "
-              f"{last['elapsed_s']:.1f} s training, {wall:.1f} s wall incl. evaluation, "
-              f"checkpoints and start-up; train images/s in the run "
-              f"{sum(r['images_per_s'] for r in result.history) / len(result.history):,.0f}")
+        record["time_to_target"] = time_to_target(args, s, dev, data_dir)
+        print_time_to_target(record["time_to_target"], note)
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"\nfigures written to {args.json}")
     return 0
 
 

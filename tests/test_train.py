@@ -24,7 +24,7 @@ from attn_lib.training.precision import resolve_precision
 from attn_lib.training.recipe import default_preset_name, get_preset
 
 #: Timing fields differ between runs; everything else must match exactly after a resume.
-TIME_KEYS = {"train_time_s", "time_s", "elapsed_s", "images_per_s"}
+TIME_KEYS = {"train_time_s", "time_s", "elapsed_s", "images_per_s", "compile_s"}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -183,3 +183,38 @@ def test_schedules():
     assert paper.lr_at(391 * 299) == pytest.approx(0.1 * 0.5**11)
     one.step()
     assert opt.param_groups[0]["lr"] == one.lr_at(1)
+
+
+def test_compile_warm_up_leaves_no_trace():
+    from attn_lib.training.loop import warm_up
+
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att3-concat-pc", width=0.0625, dropout=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = warm_up(model, model, (4, 3, 32, 32), torch.device("cpu"), "fp32", False)
+    assert seconds > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())
+    # The check can fail: the same pass without the restore moves the batch-norm statistics.
+    model(torch.randn(4, 3, 32, 32))
+    assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_optimizer_state_keeps_the_loading_optimizers_implementation():
+    from attn_lib.training.optim import build_optimizer, load_optimizer_state
+
+    recipe = get_preset("smoke")
+    model = torch.nn.Linear(3, 2)
+    cpu_opt = build_optimizer(model, recipe, torch.device("cpu"))
+    assert not cpu_opt.param_groups[0].get("fused")
+    assert cpu_opt.param_groups[0]["nesterov"] and cpu_opt.param_groups[0]["lr"] == recipe.lr
+    # A checkpoint written by a fused (GPU-style) optimizer, resumed by a plain one.
+    fused = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
+    model(torch.randn(5, 3)).sum().backward()
+    fused.step()
+    load_optimizer_state(cpu_opt, fused.state_dict())
+    assert not cpu_opt.param_groups[0].get("fused")
+    assert cpu_opt.param_groups[0]["lr"] == 0.1
+    momentum = fused.state[model.weight]["momentum_buffer"]
+    assert torch.equal(cpu_opt.state[model.weight]["momentum_buffer"], momentum)

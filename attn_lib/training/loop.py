@@ -23,7 +23,7 @@ from ..checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_chec
 from ..config import smoke_mode
 from .evaluation import evaluate, logits_of
 from .history import append_metrics, write_metrics
-from .optim import EMA, LRSchedule, build_optimizer
+from .optim import EMA, LRSchedule, build_optimizer, load_optimizer_state
 from .precision import autocast, make_scaler, resolve_device, resolve_precision, synchronize
 from .recipe import (
     Recipe,
@@ -212,7 +212,7 @@ def train(
         raise ValueError(f"batch size {recipe.batch_size} is larger than the training set "
                          f"({len(train_ds)} images)")
 
-    optimizer = build_optimizer(net, recipe)
+    optimizer = build_optimizer(net, recipe, dev)
     sched = LRSchedule(optimizer, recipe, steps_per_epoch)
     scaler = make_scaler(dev, prec)
     ema = EMA(net, recipe.ema_decay) if recipe.ema_decay > 0 else None
@@ -233,10 +233,17 @@ def train(
 
     settings = _set_backend_flags(dev, deterministic)
     try:
-        step_model = torch.compile(net) if compile else net
+        step_model, compile_s = net, 0.0
+        if compile and start_epoch < recipe.epochs:
+            step_model = torch.compile(net)
+            batch_shape = (min(recipe.batch_size, len(train_ds)), *train_ds.images.shape[1:])
+            compile_s = warm_up(step_model, net, batch_shape, dev, prec, use_cl)
+            if progress:
+                print(f"compiled the model in {compile_s:.1f} s (one-time; not counted as "
+                      "training time)")
         _fit(step_model, net, ema, train_loader, test_loader, optimizer, sched, scaler, recipe,
              dev, prec, use_cl, seed, start_epoch, history, run_dir, config, data_info,
-             progress)
+             progress, compile_s)
     finally:
         _restore_backend_flags(settings)
 
@@ -262,13 +269,50 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss, logits
 
 
+@torch.no_grad()
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def warm_up(step_model: nn.Module, net: nn.Module, batch_shape: tuple[int, ...],
+            dev: torch.device, prec: str, channels_last: bool) -> float:
+    """Run one forward and backward pass of ``step_model`` so that ``torch.compile`` (and the
+    cuDNN autotuner) do their one-time work before the clock starts; return its seconds.
+
+    Nothing of it is kept: the weights and batch-norm statistics of ``net`` (which
+    ``step_model`` wraps) are restored and the gradients dropped, so a run with compilation
+    trains exactly as one without. (The global RNG is reseeded at the start of every epoch.)
+    """
+    synchronize(dev)
+    start = time.perf_counter()
+    saved = _snapshot(net)
+    was_training = net.training
+    x = torch.randn(batch_shape, device=dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(batch_shape[0], dtype=torch.long, device=dev)
+    net.train()
+    with autocast(dev, prec):
+        logits = logits_of(step_model(x))
+    F.cross_entropy(logits.float(), y).backward()
+    net.zero_grad(set_to_none=True)
+    net.load_state_dict(saved)  # in place: the compiled graph keeps the same tensors
+    net.train(was_training)
+    synchronize(dev)
+    return time.perf_counter() - start
+
+
 def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: Any,
          test_loader: Any, optimizer: torch.optim.Optimizer, sched: LRSchedule,
          scaler: torch.amp.GradScaler, recipe: Recipe, dev: torch.device, prec: str,
          use_cl: bool, seed: int, start_epoch: int, history: list[dict[str, Any]],
          run_dir: Path, config: dict[str, Any], data_info: dict[str, Any],
-         progress: bool) -> None:
-    """Epochs ``start_epoch .. recipe.epochs - 1``, appending to ``history`` in place."""
+         progress: bool, compile_s: float = 0.0) -> None:
+    """Epochs ``start_epoch .. recipe.epochs - 1``, appending to ``history`` in place.
+
+    ``compile_s`` (the warm-up before the first of these epochs) is recorded in that epoch's
+    row, outside its training time.
+    """
     from tqdm.auto import tqdm
 
     steps = len(train_loader)
@@ -311,7 +355,9 @@ def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: A
         bar.close()
         synchronize(dev)
         train_time = time.perf_counter() - t0
-        eval_model = ema.module if ema is not None else step_model
+        # Evaluate the uncompiled module: eval mode and another batch size would make
+        # torch.compile build (and time) new graphs for a small share of the work.
+        eval_model = ema.module if ema is not None else net
         metrics = evaluate(eval_model, test_loader, tta=recipe.tta, precision=prec)
         row = {
             "epoch": epoch + 1,
@@ -325,7 +371,8 @@ def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: A
         elapsed = train_time + (history[-1]["elapsed_s"] if history else 0.0)
         row.update(lr=sched.lr_at(sched.step_count - 1), train_time_s=train_time,
                    time_s=time.perf_counter() - t0, elapsed_s=elapsed,
-                   images_per_s=seen / train_time)
+                   images_per_s=seen / train_time,
+                   compile_s=compile_s if epoch == start_epoch else 0.0)
         history.append(row)
         payload = _payload(net, ema, config, data_info, history, epoch + 1)
         if row[score_key] > best:
@@ -394,7 +441,7 @@ def _restore(ckpt: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimi
     state = ckpt["train_state"]
     try:
         net.load_state_dict(state.get("model", ckpt["state_dict"]))
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         sched.load_state_dict(state["schedule"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])

@@ -16,12 +16,31 @@ from torch import nn
 from .recipe import Recipe
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """SGD with (Nesterov) momentum and weight decay on all parameters, as in the paper."""
-    return torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-        weight_decay=recipe.weight_decay,
-    )
+def build_optimizer(model: nn.Module, recipe: Recipe,
+                    device: torch.device | None = None) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum and weight decay on all parameters, as in the paper.
+
+    On a CUDA device the fused implementation updates all parameters in one kernel launch
+    (the same arithmetic as the default multi-tensor one); older PyTorch without it falls back.
+    """
+    kwargs = dict(lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                  weight_decay=recipe.weight_decay)
+    if device is not None and device.type == "cuda":
+        try:
+            return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
+        except (TypeError, RuntimeError):  # PyTorch < 2.3 has no fused SGD
+            pass
+    return torch.optim.SGD(model.parameters(), **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's implementation choice
+    (``fused``/``foreach``): a run saved on a GPU may be resumed on a CPU and vice versa."""
+    implementation = [{k: g.get(k) for k in ("fused", "foreach")}
+                      for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, impl in zip(optimizer.param_groups, implementation):
+        group.update(impl)
 
 
 class LRSchedule:
