@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._validation import check_choice
+
 COMPATIBILITIES = ("pc", "dp")
 NORMALIZATIONS = ("softmax", "sigmoid")
 WIDTH_MATCHES = ("project_l", "project_g")
@@ -117,9 +119,9 @@ class AttentionEstimator(nn.Module):
         match: str = "project_l",
     ) -> None:
         super().__init__()
-        _check_choice("compatibility", compatibility, COMPATIBILITIES)
-        _check_choice("normalize", normalize, NORMALIZATIONS)
-        _check_choice("match", match, WIDTH_MATCHES)
+        check_choice("compatibility", compatibility, COMPATIBILITIES)
+        check_choice("normalize", normalize, NORMALIZATIONS)
+        check_choice("match", match, WIDTH_MATCHES)
         self.compatibility = compatibility
         self.normalize = normalize
         self.project_local: nn.Module | None = None
@@ -149,7 +151,3 @@ class AttentionEstimator(nn.Module):
         descriptor = attend(local, attention, self.normalize)
         return AttentionResult(descriptor, attention, scores)
 
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")

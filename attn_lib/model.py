@@ -18,7 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionEstimator, _check_choice
+from ._validation import check_choice
+from .attention import AttentionEstimator
 from .backbone import INPUT_MULTIPLE, VGGBackbone
 
 AGGREGATIONS = ("concat", "indep")
@@ -121,8 +122,8 @@ def _validate_options(num_classes: int, attention_levels: int, aggregation: str,
         raise ValueError(
             f"attention_levels must be one of {sorted(LEVELS_FOR_COUNT)}, got {attention_levels!r}"
         )
-    _check_choice("aggregation", aggregation, AGGREGATIONS)
-    _check_choice("attention_position", position, POSITIONS)
+    check_choice("aggregation", aggregation, AGGREGATIONS)
+    check_choice("attention_position", position, POSITIONS)
     if not isinstance(width, (int, float)) or not 0 < width <= 4:
         raise ValueError(f"width must be a number in (0, 4], got {width!r} (1.0 = the paper)")
     if not isinstance(in_channels, int) or in_channels < 1:

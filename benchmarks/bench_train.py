@@ -149,6 +149,19 @@ def peak_memory(dev) -> str:
     return f"{rss:.0f} MiB (process peak RSS, CPU)"
 
 
+def train_flops_per_image(args, s, train_ds) -> float:
+    """Floating-point operations of one training image (forward + backward), counted by
+    PyTorch's FlopCounterMode on a batch of two on the CPU: turns images/s into TFLOP/s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = attn_lib.build_model(args.model, num_classes=len(train_ds.classes),
+                                 width=s["width"], dropout=False)
+    x = torch.randn(2, 3, train_ds.image_size, train_ds.image_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).logits.sum().backward()
+    return counter.get_total_flops() / 2
+
+
 def measure_fast(args, s, train_ds, dev, prec) -> dict[str, tuple[float, str]]:
     """Fast-path images/s and peak memory, eager and (on a GPU) compiled: what ``train`` does
     (channels_last pays off on GPUs, not on CPUs)."""
@@ -210,12 +223,15 @@ def time_to_target(args, s, dev, data_dir) -> dict:
 
 
 def print_throughput(record: dict, s: dict, note: str) -> None:
-    print(f"\nthroughput{note}")
+    flops = record["train_flops_per_image"]
+    print(f"\nthroughput{note}; {flops / 1e9:.2f} GFLOP per training image (forward + backward)")
     for kind, speed in record["fast_images_per_s"].items():
         print(f"  fast, {kind:8}: {speed:10,.0f} images/s   target >= {TARGET_IMAGES_PER_S:,}"
-              f"   peak memory {record['fast_peak_memory'][kind]}")
-    print(f"  reference loop: {record['reference_images_per_s']:10,.0f} images/s   (fp32, batch "
-          f"{s['ref_batch']}, DataLoader, {s['workers']} workers)   peak memory "
+              f"   {speed * flops / 1e12:7.3g} TFLOP/s   peak memory "
+              f"{record['fast_peak_memory'][kind]}")
+    ref = record["reference_images_per_s"]
+    print(f"  reference loop: {ref:10,.0f} images/s   (fp32, batch {s['ref_batch']}, DataLoader, "
+          f"{s['workers']} workers)   {ref * flops / 1e12:7.3g} TFLOP/s   peak memory "
           f"{record['reference_peak_memory']}")
     print(f"  speed-up      : {record['speedup']:10.2f} x        target >= {TARGET_SPEEDUP}")
 
@@ -262,7 +278,8 @@ def main(argv=None) -> int:
               "fast_images_per_s": {k: v[0] for k, v in fast.items()},
               "fast_peak_memory": {k: v[1] for k, v in fast.items()},
               "reference_images_per_s": ref, "reference_peak_memory": ref_mem,
-              "speedup": max(v[0] for v in fast.values()) / ref}
+              "speedup": max(v[0] for v in fast.values()) / ref,
+              "train_flops_per_image": train_flops_per_image(args, s, train_ds)}
     note = " (targets are for one H100, full width; not applicable here)" if args.small else ""
     print_throughput(record, s, note)
     if not args.no_time_to_target:

@@ -67,9 +67,7 @@ if IN_COLAB:
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
-from IPython.display import display
 
 import attn_lib
 from attn_lib.data import load_dataset
@@ -138,9 +136,7 @@ print(f"epoch {last['epoch']}: train accuracy {last['train_acc']:.1%}, "
 # Loss and accuracy per epoch, on the training set (with augmentation) and on the test set.
 
 # %%
-curves = attn_lib.plot_history(result.history)
-plt.close(curves)  # drawn once, by display(), whatever backend is active
-display(curves)
+attn_lib.plot_history(result.history)
 
 # %% [markdown]
 # ## What the run folder holds

@@ -43,3 +43,18 @@ def test_recipe_overrides_reach_the_training_run():
                              "--label-smoothing", "0.2"])
     kw = bench.settings(args)["train_kw"]
     assert (kw["lr"], kw["batch_size"], kw["label_smoothing"]) == (0.3, 32, 0.2)
+
+
+def test_flop_count_matches_the_backbone_by_hand():
+    bench = _load_bench()
+    args = bench.parse_args(["--small"])
+    s = dict(bench.settings(args), width=1.0)
+
+    class Data:  # what the FLOP count reads of a data set
+        classes = list(range(10))
+        image_size = 32
+
+    # By hand, the 13 convs of the CIFAR VGG (no pooling before conv7) take 3.74 G multiply-adds
+    # per 32x32 image: 7.5 GFLOP forward, about 3x that for forward + backward.
+    flops = bench.train_flops_per_image(args, s, Data())
+    assert 21e9 < flops < 25e9

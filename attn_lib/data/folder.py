@@ -29,7 +29,7 @@ from .base import ArrayDataset, DatasetNotFoundError, check_split
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CACHE_DIRNAME = ".attn_lib_cache"
 _CACHE_VERSION = 1
-_DECODE_THREADS = min(4, os.cpu_count() or 1)
+_DECODE_THREADS = min(8, os.cpu_count() or 1)
 LAYOUT = (
     "expected layout: DIR/train/<class>/<image> and DIR/test/<class>/<image> (or DIR/val/...), "
     "one sub-folder per class, the same class names in both splits"

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._validation import check_choice
 from .base import ArrayDataset, mix_seed
 
 PAD = 4
@@ -71,8 +72,7 @@ def crop_flip(images: Tensor, offsets: Tensor, flipped: Tensor, pad: int = PAD) 
 def _augmentation(augment: bool | str) -> str:
     if isinstance(augment, bool):
         return "crop-flip" if augment else "none"
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
+    check_choice("augment", augment, AUGMENTATIONS)
     return augment
 
 

@@ -49,12 +49,16 @@ def read_metrics(path: str | Path) -> History:
 def plot_history(history: Any, title: str = ""):
     """Plot loss and accuracy curves of a run; returns the matplotlib ``Figure``.
 
+    The figure is made without pyplot (like :func:`attn_lib.plot_attention_grid`): it is not
+    kept alive by pyplot nor drawn twice in a notebook; show it as a cell's value or with
+    ``display(fig)``, or ``fig.savefig(path)``.
+
     Args:
         history: a list of per-epoch dicts, a ``TrainResult``, a run folder or a
             ``metrics.jsonl`` path.
         title: optional figure title.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if hasattr(history, "history"):  # a TrainResult
         history = history.history
@@ -63,7 +67,8 @@ def plot_history(history: Any, title: str = ""):
     if not history:
         raise ValueError("history is empty: nothing to plot")
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("test_loss", "test")):
         ax_loss.plot(epochs, [row[key] for row in history], marker=".", label=label)
     for key, label in (("train_acc", "train"), ("test_acc", "test"),
@@ -77,5 +82,4 @@ def plot_history(history: Any, title: str = ""):
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig

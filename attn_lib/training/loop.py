@@ -517,14 +517,10 @@ def _restore_backend_flags(saved: tuple[Any, ...]) -> None:
 def _save_figures(model: nn.Module, test_ds: Any, run_dir: Path,
                   history: list[dict[str, Any]], progress: bool) -> None:
     """``attention.png`` (first test images) and ``curves.png``; skipped if unavailable."""
-    import matplotlib.pyplot as plt
-
     from .history import plot_history
 
     if history:
-        fig = plot_history(history)
-        fig.savefig(run_dir / CURVES_PNG, dpi=100)
-        plt.close(fig)
+        plot_history(history).savefig(run_dir / CURVES_PNG, dpi=100)
     if not getattr(model, "levels", ()):
         return  # the plain VGG baseline has no attention maps
     try:
@@ -538,8 +534,6 @@ def _save_figures(model: nn.Module, test_ds: Any, run_dir: Path,
     n = min(8, len(test_ds))
     dev = next(model.parameters()).device
     images = normalize(test_ds.images[:n], test_ds.mean, test_ds.std).to(dev)
-    fig = plot_attention_grid(model, images, labels=test_ds.labels[:n], classes=test_ds.classes,
-                              mean=test_ds.mean, std=test_ds.std,
-                              save_path=run_dir / ATTENTION_PNG)
-    plt.close(fig)
+    plot_attention_grid(model, images, labels=test_ds.labels[:n], classes=test_ds.classes,
+                        mean=test_ds.mean, std=test_ds.std, save_path=run_dir / ATTENTION_PNG)
 

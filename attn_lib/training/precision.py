@@ -12,6 +12,7 @@ import contextlib
 
 import torch
 
+from .._validation import check_choice
 from .recipe import PRECISIONS
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -32,8 +33,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def resolve_precision(device: torch.device, requested: str = "auto") -> str:
     """The precision to train in: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (see module docstring)."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {requested!r}")
+    check_choice("precision", requested, PRECISIONS)
     if device.type != "cuda":
         if requested in ("auto", "fp32"):
             return "fp32"

@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .._validation import check_choice
 from ..data.loaders import AUGMENTATIONS
 
 SCHEDULES = ("onecycle", "step")
@@ -32,11 +33,6 @@ AUGMENTS = AUGMENTATIONS
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -97,10 +93,10 @@ class Recipe:
             raise ValueError(f"width must be in (0, 4], got {self.width!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("loader", self.loader, LOADERS)
-        _check_choice("augment", self.augment, AUGMENTS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("loader", self.loader, LOADERS)
+        check_choice("augment", self.augment, AUGMENTS)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON and ``torch.load(weights_only=True)`` safe)."""
