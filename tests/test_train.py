@@ -218,3 +218,31 @@ def test_optimizer_state_keeps_the_loading_optimizers_implementation():
     assert cpu_opt.param_groups[0]["lr"] == 0.1
     momentum = fused.state[model.weight]["momentum_buffer"]
     assert torch.equal(cpu_opt.state[model.weight]["momentum_buffer"], momentum)
+
+
+@pytest.mark.skipif(
+    os.environ.get("ATTN_LIB_SKIP_SLOW_TESTS") == "1",
+    reason="torch.compile takes ~30-60 s on 2 cores; ATTN_LIB_SKIP_SLOW_TESTS=1 skips it",
+)
+def test_compile_warm_up_changes_nothing_but_the_clock(tmp_path, monkeypatch):
+    # The GPU recipe compiles, with a one-time warm-up pass before the clock starts. That pass
+    # must leak nothing into training (weights, batch-norm statistics): a compiled run with it
+    # equals one without it exactly. (Compiled and eager runs differ in the last bits, which a
+    # few steps of an untrained model amplify, so they are not compared.)
+    import attn_lib.training.loop as loop
+
+    kw = dict(preset="smoke", width=0.0625, limit_train=128, limit_test=64, epochs=2,
+              progress=False, save_attention=False, compile=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "warm_up", lambda *args, **kwargs: 0.0)
+        cold = attn_lib.train(out_dir=tmp_path / "cold", **kw).history
+    # Without the warm-up, this process's first compilation lands in epoch 1's training time.
+    assert cold[0]["compile_s"] == 0
+    assert cold[0]["train_time_s"] > 2 * cold[1]["train_time_s"]
+    warmed = attn_lib.train(out_dir=tmp_path / "warmed", **kw).history
+    assert warmed[0]["compile_s"] > 0 and warmed[1]["compile_s"] == 0
+
+    def strip(rows):
+        return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
+
+    assert strip(warmed) == strip(cold)
