@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +333,49 @@ def test_cifar_arrays_are_converted_to_nchw(tmp_path: Path, monkeypatch) -> None
     assert ds.images.shape == (2, 3, 32, 32) and ds.images.is_contiguous()
     assert torch.equal(ds.images[1, 2], torch.from_numpy(FakeCifar.data[1, :, :, 2]))
     assert ds.labels.tolist() == [3, 1] and ds.mean == (0.4914, 0.4822, 0.4465)
+
+
+def _write_cifar_python_files(root: Path, cls: type, counts: dict[str, int]) -> np.ndarray:
+    """Files in CIFAR's own python format (pickled dicts of flat uint8 rows, R, G, B planes)."""
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    label_key = "labels" if cls.__name__ == "CIFAR10" else "fine_labels"
+    num_classes = 10 if cls.__name__ == "CIFAR10" else 100
+    rows = []
+    for names, count in ((cls.train_list, counts["train"]), (cls.test_list, counts["test"])):
+        for file_name, _md5 in names:
+            data = np.random.default_rng(len(rows)).integers(0, 256, (count, 3072), np.uint8)
+            labels = [(len(rows) + i) % num_classes for i in range(count)]
+            with open(folder / file_name, "wb") as f:
+                pickle.dump({"data": data, label_key: labels}, f)
+            rows.append(data)
+    meta = {cls.meta["key"]: [f"class{i}" for i in range(num_classes)]}
+    with open(folder / cls.meta["filename"], "wb") as f:
+        pickle.dump(meta, f)
+    return np.concatenate(rows)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_is_read_through_torchvision(tmp_path: Path, monkeypatch, name: str) -> None:
+    # The real torchvision classes on files in CIFAR's format; only their md5 check (of the
+    # real archives' files) is bypassed, and the network is never touched.
+    from torchvision.datasets import CIFAR10, CIFAR100, cifar
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+    rows = _write_cifar_python_files(tmp_path, cls, {"train": 2, "test": 3})
+    train = load_dataset(name, "train", data_dir=tmp_path)  # download=None: files present
+    test = load_dataset(name, "test", data_dir=tmp_path / cls.base_folder, download=False)
+    n_train = 2 * len(cls.train_list)
+    assert train.images.shape == (n_train, 3, 32, 32) and test.images.shape == (3, 3, 32, 32)
+    # Flat row = 1024 red, 1024 green, 1024 blue values, each plane row-major.
+    expected = torch.from_numpy(rows[:n_train].reshape(n_train, 3, 32, 32))
+    assert torch.equal(train.images, expected)
+    assert torch.equal(test.images, torch.from_numpy(rows[n_train:].reshape(3, 3, 32, 32)))
+    assert train.labels.dtype == torch.int64 and train.labels[:2].tolist() == [0, 1]
+    assert train.classes[:2] == ["class0", "class1"]
+    assert len(train.classes) == (10 if name == "cifar10" else 100)
+    assert (train.mean, train.std) == datasets_module.CIFAR_STATS[name]
 
 
 def test_dispatcher_rejects_unknown_names_and_splits(tmp_path: Path) -> None:
