@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import pickle
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -376,6 +381,81 @@ def test_cifar_is_read_through_torchvision(tmp_path: Path, monkeypatch, name: st
     assert train.classes[:2] == ["class0", "class1"]
     assert len(train.classes) == (10 if name == "cifar10" else 100)
     assert (train.mean, train.std) == datasets_module.CIFAR_STATS[name]
+
+
+@contextlib.contextmanager
+def _http_server(handler: type) -> Iterator[str]:
+    """A local HTTP server in a thread; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cifar_downloads_when_missing(tmp_path: Path, monkeypatch) -> None:
+    # The Colab path, offline: torchvision downloads and extracts the archive (served from
+    # this machine) into data_dir, then it is read like any CIFAR folder.
+    import hashlib
+    import tarfile
+
+    from torchvision.datasets import CIFAR10, cifar
+
+    staging = tmp_path / "staging"
+    rows = _write_cifar_python_files(staging, CIFAR10, {"train": 2, "test": 3})
+    archive = tmp_path / "served" / CIFAR10.filename
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staging / CIFAR10.base_folder, arcname=CIFAR10.base_folder)
+    served = archive.read_bytes()
+
+    class Archive(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served)))
+            self.end_headers()
+            self.wfile.write(served)
+
+        def log_message(self, *args):
+            pass
+
+    real_check = cifar.check_integrity
+    # The archive's own md5 is checked for real; the files inside are stand-ins.
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(served).hexdigest())
+    monkeypatch.setattr(cifar, "check_integrity",
+                        lambda path, md5=None: Path(path).is_file() and
+                        (not str(path).endswith(".tar.gz") or real_check(path, md5)))
+    with _http_server(Archive) as base:
+        monkeypatch.setattr(CIFAR10, "url", f"{base}/{CIFAR10.filename}")
+        data_dir = tmp_path / "cache"
+        ds = load_dataset("cifar10", "test", data_dir=data_dir)  # download=None: missing
+    assert (data_dir / CIFAR10.base_folder / "test_batch").is_file()
+    assert torch.equal(ds.images, torch.from_numpy(rows[-3:].reshape(3, 3, 32, 32)))
+
+
+def test_stalled_cifar_download_fails_with_help(tmp_path: Path, monkeypatch) -> None:
+    from torchvision.datasets import CIFAR10
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            time.sleep(3)  # longer than the download timeout below
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(datasets_module, "DOWNLOAD_TIMEOUT_S", 0.5)
+    with _http_server(Stall) as base:
+        monkeypatch.setattr(CIFAR10, "url", f"{base}/{CIFAR10.filename}")
+        start = time.perf_counter()
+        with pytest.raises(DatasetNotFoundError) as info:
+            load_dataset("cifar10", "train", data_dir=tmp_path)
+        assert time.perf_counter() - start < 3
+    message = str(info.value)
+    assert "downloading it failed" in message and str(tmp_path) in message
+    assert "synthetic" in message
 
 
 def test_dispatcher_rejects_unknown_names_and_splits(tmp_path: Path) -> None:
