@@ -1,4 +1,16 @@
-"""Per-epoch metrics: the ``metrics.jsonl`` file of a run folder and :func:`plot_history`."""
+"""Per-epoch metrics: the ``metrics.jsonl`` file of a run folder and :func:`plot_history`.
+
+One row per epoch (a dict; a JSON line in the file):
+
+* ``epoch`` (1-based), ``lr`` (of the epoch's last step);
+* ``train_loss``, ``train_acc`` -- on the augmented training batches, with label smoothing;
+* ``test_loss``, ``test_acc`` and, with flip TTA, ``test_loss_tta``, ``test_acc_tta`` --
+  accuracies are fractions in [0, 1], losses plain cross-entropy;
+* ``train_time_s`` (the epoch's training steps), ``time_s`` (with evaluation and checkpoints),
+  ``elapsed_s`` (training time of all epochs so far: the clock of time-to-accuracy),
+  ``images_per_s`` (training), ``compile_s`` (one-time ``torch.compile`` warm-up before this
+  epoch, outside ``train_time_s``; 0 for most epochs).
+"""
 
 from __future__ import annotations
 
