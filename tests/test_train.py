@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -246,3 +247,22 @@ def test_compile_warm_up_changes_nothing_but_the_clock(tmp_path, monkeypatch):
         return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
 
     assert strip(warmed) == strip(cold)
+
+
+def test_bf16_autocast_trains_with_fp32_weights_and_loss(tmp_path):
+    # The H100 path's numerics, on the CPU: convolutions run in bf16 under autocast, while the
+    # weights, the optimiser state and the loss stay fp32.
+    model = attn_lib.build_model("vgg-att3-concat-pc", num_classes=8, width=0.0625,
+                                 dropout=False)
+    conv_dtypes = set()
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
+    result = attn_lib.train(model, "synthetic", preset="smoke", precision="bf16",
+                            out_dir=tmp_path / "run", progress=False, save_attention=False)
+    assert torch.bfloat16 in conv_dtypes
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert all(math.isfinite(row["train_loss"]) for row in result.history)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["config"]["recipe"]["precision"] == "bf16"
+    momentum = saved["train_state"]["optimizer"]["state"][0]["momentum_buffer"]
+    assert momentum.dtype == torch.float32
