@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="reference DataLoader workers")
     p.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     p.add_argument("--no-time-to-target", action="store_true", help="skip the training run")
+    p.add_argument("--no-throughput", action="store_true",
+                   help="skip the throughput part (to try another recipe quickly)")
     p.add_argument("--target", type=float, default=None, help="test accuracy to reach")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     r = p.add_argument_group("time-to-target recipe (overrides of the fast preset)")
@@ -191,6 +193,17 @@ def measure_reference(args, s, train_ds, dev) -> tuple[float, str]:
     return speed, peak_memory(dev)
 
 
+def throughput(args, s, train_ds, dev, prec) -> dict:
+    """The throughput figures of the record: fast path, reference loop, ratio, FLOPs."""
+    fast = measure_fast(args, s, train_ds, dev, prec)
+    ref, ref_mem = measure_reference(args, s, train_ds, dev)
+    return {"fast_images_per_s": {k: v[0] for k, v in fast.items()},
+            "fast_peak_memory": {k: v[1] for k, v in fast.items()},
+            "reference_images_per_s": ref, "reference_peak_memory": ref_mem,
+            "speedup": max(v[0] for v in fast.values()) / ref,
+            "train_flops_per_image": train_flops_per_image(args, s, train_ds)}
+
+
 def time_to_target(args, s, dev, data_dir) -> dict:
     """Train with the fast recipe (plus overrides) and find when the target was reached."""
     kw = dict(s["train_kw"], device=dev, compile=s["compile"], progress=not args.small,
@@ -271,17 +284,12 @@ def main(argv=None) -> int:
     print(f"data: {len(train_ds)} train / {len(test_ds)} test images, "
           f"{len(train_ds.classes)} classes")
 
-    fast = measure_fast(args, s, train_ds, dev, prec)
-    ref, ref_mem = measure_reference(args, s, train_ds, dev)
     record = {"device": name, "mode": "small" if args.small else "full", "model": args.model,
-              "width": s["width"], "precision": prec, "torch": torch.__version__,
-              "fast_images_per_s": {k: v[0] for k, v in fast.items()},
-              "fast_peak_memory": {k: v[1] for k, v in fast.items()},
-              "reference_images_per_s": ref, "reference_peak_memory": ref_mem,
-              "speedup": max(v[0] for v in fast.values()) / ref,
-              "train_flops_per_image": train_flops_per_image(args, s, train_ds)}
+              "width": s["width"], "precision": prec, "torch": torch.__version__}
     note = " (targets are for one H100, full width; not applicable here)" if args.small else ""
-    print_throughput(record, s, note)
+    if not args.no_throughput:
+        record.update(throughput(args, s, train_ds, dev, prec))
+        print_throughput(record, s, note)
     if not args.no_time_to_target:
         record["time_to_target"] = time_to_target(args, s, dev, data_dir)
         print_time_to_target(record["time_to_target"], note)

@@ -8,7 +8,8 @@
 # It extracts the JPEG CIFAR-10 tarball (ignored .data/, never committed) if needed, prints the
 # card and versions, and runs benchmarks/bench_train.py (throughput eager + compiled, the
 # reference-style loop, peak memory, time to 93 % with the fast preset; about 5 minutes on one
-# H100 by estimate). Extra arguments go to bench_train.py (e.g. --lr 0.3 --epochs 60).
+# H100 by estimate). Extra arguments go to bench_train.py (e.g. --lr 0.3 --epochs 60); a
+# second call with --no-throughput tries another recipe in about 4 minutes on the warm machine.
 # The log and a JSON of the figures land in $OUT (the device tool's return folder) or ./runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
