@@ -266,3 +266,21 @@ def test_bf16_autocast_trains_with_fp32_weights_and_loss(tmp_path):
     assert saved["config"]["recipe"]["precision"] == "bf16"
     momentum = saved["train_state"]["optimizer"]["state"][0]["momentum_buffer"]
     assert momentum.dtype == torch.float32
+
+
+def test_ema_is_the_ramped_moving_average_of_the_weights():
+    from attn_lib.training.optim import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    expected = model[0].weight.detach().clone()
+    for n in range(1, 6):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)  # in place, as an optimiser step is
+        model(torch.randn(4, 2))  # moves the BN statistics and its step counter
+        ema.update(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * model[0].weight.detach()
+    assert torch.allclose(ema.module[0].weight, expected)
+    assert ema.module[1].num_batches_tracked.item() == 5  # integer buffers are copied
+    assert not torch.allclose(ema.module[0].weight, model[0].weight)

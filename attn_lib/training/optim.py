@@ -106,20 +106,28 @@ class EMA:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        self._tensors: tuple[Any, ...] | None = None
+
+    def _pairs(self, model: nn.Module) -> tuple[Any, ...]:
+        # The (average, current) tensor lists, built once per model: state_dict() walks every
+        # module, which costs more per step than the update itself. Loading weights copies in
+        # place, so the tensors stay the same objects for the whole run.
+        if self._tensors is None or self._tensors[0] is not model:
+            pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+            floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+            others = [(e, m) for e, m in pairs if not e.is_floating_point()]
+            self._tensors = (model, [e for e, _ in floats], [m for _, m in floats], others)
+        return self._tensors
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Fold the current weights of ``model`` into the average."""
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        ema_float, new_float = [], []
-        for (_name, e), m in zip(self.module.state_dict().items(), model.state_dict().values()):
-            if e.is_floating_point():
-                ema_float.append(e)
-                new_float.append(m.detach())
-            else:
-                e.copy_(m)  # integer buffers (BN num_batches_tracked): copy
+        _, ema_float, new_float, others = self._pairs(model)
         torch._foreach_lerp_(ema_float, new_float, 1.0 - d)
+        for e, m in others:  # integer buffers (BN num_batches_tracked): copy
+            e.copy_(m)
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "num_updates": self.num_updates}
