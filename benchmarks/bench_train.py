@@ -227,7 +227,7 @@ def time_to_target(args, s, dev, data_dir) -> dict:
         "reached_at_epoch": hit and hit["epoch"], "best_acc": max(map(score, history)),
         "final_acc": history[-1]["test_acc"], "final_acc_tta": history[-1].get("test_acc_tta"),
         "train_s": history[-1]["elapsed_s"], "wall_s": wall,
-        "compile_s": history[0]["compile_s"],
+        "warmup_s": history[0]["warmup_s"],
         "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
         "recipe": recipe,
         "history": [{k: row[k] for k in ("epoch", "test_acc", "test_acc_tta", "elapsed_s")
@@ -259,7 +259,7 @@ def print_time_to_target(t: dict, note: str) -> None:
     tta = t["final_acc_tta"] if t["final_acc_tta"] is not None else float("nan")
     print(f"  final: {100 * t['final_acc']:.2f}% (flip TTA {100 * tta:.2f}%) after "
           f"{t['train_s']:.1f} s training; {t['wall_s']:.1f} s wall incl. compilation "
-          f"({t['compile_s']:.1f} s), evaluation, checkpoints and start-up; train images/s in "
+          f"({t['warmup_s']:.1f} s), evaluation, checkpoints and start-up; train images/s in "
           f"the run {t['images_per_s']:,.0f}")
     print(f"  recipe: {json.dumps(t['recipe'])}")
 

@@ -8,8 +8,8 @@ One row per epoch (a dict; a JSON line in the file):
   accuracies are fractions in [0, 1], losses plain cross-entropy;
 * ``train_time_s`` (the epoch's training steps), ``time_s`` (with evaluation and checkpoints),
   ``elapsed_s`` (training time of all epochs so far: the clock of time-to-accuracy),
-  ``images_per_s`` (training), ``compile_s`` (one-time ``torch.compile`` warm-up before this
-  epoch, outside ``train_time_s``; 0 for most epochs).
+  ``images_per_s`` (training), ``warmup_s`` (one-time warm-up before this epoch --
+  ``torch.compile``, cuDNN's kernel search -- outside ``train_time_s``; 0 for most epochs).
 """
 
 from __future__ import annotations

@@ -233,17 +233,18 @@ def train(
 
     settings = _set_backend_flags(dev, deterministic)
     try:
-        step_model, compile_s = net, 0.0
-        if compile and start_epoch < recipe.epochs:
-            step_model = torch.compile(net)
+        step_model = torch.compile(net) if compile else net
+        warmup_s = 0.0
+        # One-time work (compilation; cuDNN's kernel search on GPUs) before the clock starts.
+        if (compile or dev.type == "cuda") and start_epoch < recipe.epochs:
             batch_shape = (min(recipe.batch_size, len(train_ds)), *train_ds.images.shape[1:])
-            compile_s = warm_up(step_model, net, batch_shape, dev, prec, use_cl)
+            warmup_s = warm_up(step_model, net, batch_shape, dev, prec, use_cl)
             if progress:
-                print(f"compiled the model in {compile_s:.1f} s (one-time; not counted as "
-                      "training time)")
+                what = "compiled the model" if compile else "warmed up cuDNN"
+                print(f"{what} in {warmup_s:.1f} s (one-time; not counted as training time)")
         _fit(step_model, net, ema, train_loader, test_loader, optimizer, sched, scaler, recipe,
              dev, prec, use_cl, seed, start_epoch, history, run_dir, config, data_info,
-             progress, compile_s)
+             progress, warmup_s)
     finally:
         _restore_backend_flags(settings)
 
@@ -307,10 +308,10 @@ def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: A
          scaler: torch.amp.GradScaler, recipe: Recipe, dev: torch.device, prec: str,
          use_cl: bool, seed: int, start_epoch: int, history: list[dict[str, Any]],
          run_dir: Path, config: dict[str, Any], data_info: dict[str, Any],
-         progress: bool, compile_s: float = 0.0) -> None:
+         progress: bool, warmup_s: float = 0.0) -> None:
     """Epochs ``start_epoch .. recipe.epochs - 1``, appending to ``history`` in place.
 
-    ``compile_s`` (the warm-up before the first of these epochs) is recorded in that epoch's
+    ``warmup_s`` (the warm-up before the first of these epochs) is recorded in that epoch's
     row, outside its training time.
     """
     from tqdm.auto import tqdm
@@ -372,7 +373,7 @@ def _fit(step_model: nn.Module, net: nn.Module, ema: EMA | None, train_loader: A
         row.update(lr=sched.lr_at(sched.step_count - 1), train_time_s=train_time,
                    time_s=time.perf_counter() - t0, elapsed_s=elapsed,
                    images_per_s=seen / train_time,
-                   compile_s=compile_s if epoch == start_epoch else 0.0)
+                   warmup_s=warmup_s if epoch == start_epoch else 0.0)
         history.append(row)
         payload = _payload(net, ema, config, data_info, history, epoch + 1)
         if row[score_key] > best:
