@@ -74,6 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+RECIPE_OVERRIDES = ("batch_size", "lr", "warmup", "weight_decay", "label_smoothing",
+                    "ema_decay", "augment")
+
+
 def settings(args: argparse.Namespace) -> dict:
     """Sizes per mode: the full GPU benchmark or a CPU run of well under a minute."""
     if args.small:
@@ -97,10 +101,6 @@ def settings(args: argparse.Namespace) -> dict:
         if getattr(args, key) is not None:
             s["train_kw"][key] = getattr(args, key)
     return s
-
-
-RECIPE_OVERRIDES = ("batch_size", "lr", "warmup", "weight_decay", "label_smoothing",
-                    "ema_decay", "augment")
 
 
 def build(args, s, num_classes: int, channels_last: bool):
@@ -152,13 +152,13 @@ def peak_memory(dev) -> str:
 
 
 def train_flops_per_image(args, s, train_ds) -> float:
-    """Floating-point operations of one training image (forward + backward), counted by
-    PyTorch's FlopCounterMode on a batch of two on the CPU: turns images/s into TFLOP/s."""
+    """Floating-point operations of one training image (forward + backward) of the model the
+    throughput figures time, counted by PyTorch's FlopCounterMode on a batch of two: turns
+    images/s into TFLOP/s."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = attn_lib.build_model(args.model, num_classes=len(train_ds.classes),
-                                 width=s["width"], dropout=False)
-    x = torch.randn(2, 3, train_ds.image_size, train_ds.image_size)
+    model = build(args, s, len(train_ds.classes), channels_last=False)
+    x = torch.randn(2, 3, train_ds.image_size, train_ds.image_size, device=s["device"])
     with FlopCounterMode(display=False) as counter:
         model(x).logits.sum().backward()
     return counter.get_total_flops() / 2
