@@ -5,13 +5,22 @@
     >>> logits, attention = model(images)  # attention: one (N, 1, h, w) map per level
 """
 
-from .attention import AttentionEstimator, dp_compatibility, pc_compatibility
-from .backbone import VGGBackbone
 from .checkpoint import CheckpointError, load_model
 from .config import smoke_mode
-from .gradcam import gradcam
-from .model import AttnVGG, ModelOutput
-from .registry import DEFAULT_OPTIONS, build_model, list_models
+from .maps.gradcam import gradcam
+from .models import (
+    DEFAULT_OPTIONS,
+    AttentionEstimator,
+    AttnVGG,
+    ModelOutput,
+    VGGBackbone,
+    build_model,
+    dp_compatibility,
+    list_models,
+    pc_compatibility,
+)
+from .models.weights import list_weights
+from .study import reproduce
 from .training import NonFiniteLossError, TrainResult, evaluate, plot_history, train
 
 __version__ = "0.1.0"
@@ -30,7 +39,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(import_module(f".maps.{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -52,8 +61,10 @@ __all__ = [
     "dp_compatibility",
     "evaluate",
     "list_models",
+    "list_weights",
     "load_model",
     "pc_compatibility",
+    "reproduce",
     "plot_history",
     "smoke_mode",
     "train",

@@ -23,7 +23,11 @@ from typing import Any, Union
 import torch
 
 FORMAT = "attn-lib/checkpoint"
-VERSION = 1
+#: 2: ``vgg`` became the paper's baseline (vgg_bn_drop); version-1 files named ``vgg`` hold the
+#: network now called ``vgg-noatt`` and are read as such.
+VERSION = 2
+#: Model names that changed meaning, by the version that changed them: (old name, new name).
+RENAMED = {2: ("vgg", "vgg-noatt")}
 LAST = "last.pt"
 BEST = "best.pt"
 REQUIRED_KEYS = ("model_name", "model_options", "state_dict", "epoch", "history", "data")
@@ -109,6 +113,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu",
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    _upgrade(ckpt)
     if expect_model is not None and ckpt["model_name"] != expect_model:
         raise CheckpointError(
             f"{path}: checkpoint holds model {ckpt['model_name']!r}, not the requested "
@@ -117,9 +122,19 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu",
     return ckpt
 
 
+def _upgrade(ckpt: dict[str, Any]) -> None:
+    """Bring an older checkpoint's names up to :data:`VERSION`, in place."""
+    for version, (old, new) in sorted(RENAMED.items()):
+        if ckpt["version"] < version and ckpt["model_name"] == old:
+            ckpt["model_name"] = new
+            if isinstance(ckpt.get("config"), dict) and ckpt["config"].get("model") == old:
+                ckpt["config"]["model"] = new
+    ckpt["version"] = VERSION
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], path: PathLike = "checkpoint"):
     """Rebuild the model a loaded checkpoint describes and load its weights (eval mode)."""
-    from .registry import build_model
+    from .models import build_model
 
     options = dict(ckpt["model_options"])
     num_classes = options.pop("num_classes", 10)

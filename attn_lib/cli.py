@@ -1,4 +1,4 @@
-"""Command line: ``python -m attn_lib [train|evaluate|localize] ...``.
+"""Command line: ``python -m attn_lib [train|evaluate|localize|reproduce] ...``.
 
 With no arguments it runs the main job: train ``vgg-att3-concat-pc`` on the synthetic data
 (narrow on a CPU, a few minutes on two cores; full width on a GPU) and leave a checkpoint,
@@ -14,9 +14,9 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from .registry import list_models
+from .data.datasets import DATASETS
+from .models import list_models
 
-DATASETS = ("synthetic", "cifar10", "cifar100", "folder")
 EXAMPLES = """examples:
   python -m attn_lib                                   # the main job (synthetic data)
   python -m attn_lib train --dataset cifar10 --preset fast
@@ -24,11 +24,12 @@ EXAMPLES = """examples:
   python -m attn_lib train --out runs/a --resume       # continue an interrupted run
   python -m attn_lib evaluate --checkpoint runs/a/best.pt
   python -m attn_lib localize --checkpoint runs/a/best.pt
+  python -m attn_lib reproduce --scale cpu --data-dir .data   # the paper's comparison
 """
 
 
 def build_parser(with_localize: bool = True) -> argparse.ArgumentParser:
-    """The argument parser (``with_localize`` adds the options of ``attn_lib.localize``)."""
+    """The argument parser (``with_localize`` adds the options of ``attn_lib.maps.localize``)."""
     parser = argparse.ArgumentParser(
         prog="python -m attn_lib",
         description="Learn To Pay Attention (Jetley et al., ICLR 2018): train, evaluate and "
@@ -48,12 +49,18 @@ def build_parser(with_localize: bool = True) -> argparse.ArgumentParser:
         "evaluate", help="accuracy (and flip-TTA accuracy) of a checkpoint",
         description="Print the test accuracy of a checkpoint, plain and with flip test-time "
                     "augmentation."))
+    _add_reproduce(commands.add_parser(
+        "reproduce", help="the paper's comparison: models x seeds, FGSM, g shuffled, report",
+        description="Train and evaluate the paper's models over several seeds at a named "
+                    "scale and write results.json, RESULTS.md and figures. A rerun skips "
+                    "finished runs and resumes a killed one.",
+        epilog=_scales_text(), formatter_class=argparse.RawDescriptionHelpFormatter))
     localize = commands.add_parser(
         "localize", help="score where attention points (pointing game, mass in mask)",
         description="Score the attention maps of a checkpoint against the object masks of the "
                     "synthetic data (pointing game and attention mass inside the object).")
     if with_localize:
-        from .localize import add_localize_arguments
+        from .maps.localize import add_localize_arguments
 
         add_localize_arguments(localize)
     return parser
@@ -70,6 +77,38 @@ def _presets_text() -> str:
         shown = ", ".join(f"{k}={values[k]}" for k in keys if values[k] is not None)
         lines.append(f"  {name:6s} {shown}")
     return "\n".join(lines)
+
+
+def _scales_text() -> str:
+    from .study.scales import SCALES
+
+    lines = ["scales (default models and seeds in brackets):"]
+    for name, scale in SCALES.items():
+        lines.append(f"  {name:6s} {scale.description} [{', '.join(scale.models)}; seeds "
+                     f"{', '.join(map(str, scale.seeds))}]")
+    return "\n".join(lines)
+
+
+def _add_reproduce(p: argparse.ArgumentParser) -> None:
+    from .study.scales import SCALES
+
+    p.add_argument("--scale", choices=list(SCALES), default="cpu", help="default: cpu")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="default: the scale's (cifar10; synthetic for smoke)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the data set lives")
+    p.add_argument("--models", nargs="+", choices=list_models(), metavar="NAME",
+                   help="models to compare (default: the scale's)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="seeds per model (default: the scale's)")
+    p.add_argument("--epochs", type=int, help="override the scale's epochs (a shorter try)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default results/<dataset>-"
+                                                "<scale>)")
+    p.add_argument("--runs-dir", metavar="DIR",
+                   help="run folders with checkpoints (default runs/study/<dataset>-<scale>)")
+    p.add_argument("--device", help="torch device (default: GPU if any)")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -212,19 +251,38 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def localize_command(args: argparse.Namespace) -> int:
-    """``localize``: delegated to :mod:`attn_lib.localize` (imported only when used)."""
-    from .localize import localize_command as run
+    """``localize``: delegated to :mod:`attn_lib.maps.localize` (imported only when used)."""
+    from .maps.localize import localize_command as run
 
     return run(args)
 
 
-COMMANDS = {"train": train_command, "evaluate": evaluate_command, "localize": localize_command}
+def reproduce_command(args: argparse.Namespace) -> int:
+    """``reproduce``: run a study and print where its results are."""
+    from .study import reproduce
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be a positive integer, got {args.epochs}")
+    result = reproduce(args.dataset, args.scale, models=args.models, seeds=args.seeds,
+                       data_dir=args.data_dir, out_dir=args.out, runs_dir=args.runs_dir,
+                       device=args.device, epochs=args.epochs, progress=not args.quiet,
+                       figures=args.figures)
+    for model, summary in result.results["summary"].items():
+        mean, std = summary["test_acc"]
+        print(f"{model:22s} test accuracy {100 * mean:6.2f} ± {100 * std:.2f} % over "
+              f"{len(summary['seeds'])} seed(s)")
+    print(f"results in {result.out_dir} (RESULTS.md, results.json)")
+    return 0
+
+
+COMMANDS = {"train": train_command, "evaluate": evaluate_command, "localize": localize_command,
+            "reproduce": reproduce_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m attn_lib`` and the ``attn-lib`` script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Import attn_lib.localize only for its own command, so that a problem there can never
+    # Import attn_lib.maps.localize only for its own command, so that a problem there can never
     # break training.
     wants_localize = "localize" in argv and all(a.startswith("-") for a in
                                                 argv[:argv.index("localize")])

@@ -101,7 +101,7 @@ print("x:", tuple(x.shape), x.dtype, f"mean {x.mean():.2f}, std {x.std():.2f}")
 # and ReLU, grouped in five blocks. `VGG_BLOCKS` lists the output channels of each layer.
 
 # %%
-from attn_lib.backbone import GLOBAL_CHANNELS, VGG_BLOCKS
+from attn_lib.models.backbone import GLOBAL_CHANNELS, VGG_BLOCKS
 
 layer = 0
 for block, widths in enumerate(VGG_BLOCKS, start=1):

@@ -48,9 +48,9 @@ if IN_COLAB:
 import torch
 
 import attn_lib
-from attn_lib.attention import AttentionEstimator, attend, normalize_scores
 from attn_lib.data import load_dataset, normalize
-from attn_lib.viz import plot_attention_grid
+from attn_lib.maps.viz import plot_attention_grid
+from attn_lib.models.attention import AttentionEstimator, attend, normalize_scores
 
 # %matplotlib inline
 SMOKE = attn_lib.smoke_mode()

@@ -59,9 +59,9 @@ from IPython.display import display
 
 import attn_lib
 from attn_lib.data import load_dataset, normalize
-from attn_lib.explorer import attention_explorer
-from attn_lib.localize import format_table, localization_scores
-from attn_lib.viz import overlay_attention, plot_attention_grid, to_rgb_image
+from attn_lib.maps.explorer import attention_explorer
+from attn_lib.maps.localize import format_table, localization_scores
+from attn_lib.maps.viz import overlay_attention, plot_attention_grid, to_rgb_image
 
 # %matplotlib inline
 print(f"attn-lib {attn_lib.__version__}, torch {torch.__version__}, "

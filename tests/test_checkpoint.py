@@ -119,3 +119,19 @@ def test_missing_checkpoint_is_file_not_found(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_model(tmp_path)
+
+
+def test_version_1_vgg_checkpoints_load_as_the_noatt_backbone(tmp_path):
+    """Before version 2, ``vgg`` named the attention backbone without attention."""
+    payload = _payload("vgg-noatt")
+    payload["model_name"] = "vgg"
+    payload["config"] = {"model": "vgg"}
+    path = tmp_path / "old.pt"
+    torch.save({"format": FORMAT, "version": 1, **payload}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["model_name"] == "vgg-noatt" and ckpt["config"]["model"] == "vgg-noatt"
+    model, _ = load_model(path, expect_model="vgg-noatt")
+    assert model.name == "vgg-noatt" and len(model.estimators) == 0
+    # The same name in a version-2 file is the paper's baseline, and stays so.
+    save_checkpoint(tmp_path / "new.pt", _payload("vgg"))
+    assert load_model(tmp_path / "new.pt")[0].name == "vgg"

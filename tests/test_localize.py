@@ -10,7 +10,7 @@ import torch
 
 import attn_lib
 from attn_lib.data import load_dataset, make_synthetic
-from attn_lib.localize import (
+from attn_lib.maps.localize import (
     LocalizationRow,
     format_rows,
     localization_scores,
@@ -131,15 +131,16 @@ def test_dataset_without_masks_is_an_error(tiny_set):
 
 
 def test_formats():
-    rows = [LocalizationRow("attention", 1, 0.5, 0.75, "m", 0.9, 10),
-            LocalizationRow("uniform", None, 0.1, 0.1, "", None, 10)]
+    rows = [LocalizationRow("attention", 1, 0.5, 0.75, "m", 0.9, 10, 0.25),
+            LocalizationRow("uniform", None, 0.1, 0.1, "", None, 10, 0.1)]
     table = format_rows(rows).splitlines()
     assert table[0].split() == ["method", "model", "level", "layer", "mass_in_mask",
-                                "pointing_game", "accuracy", "images"]
-    assert table[1].split() == ["attention", "m", "1", "conv7", "0.500", "0.750", "0.900", "10"]
-    assert table[2].split() == ["uniform", "-", "-", "-", "0.100", "0.100", "-", "10"]
+                                "pointing_game", "jaccard", "accuracy", "images"]
+    assert table[1].split() == ["attention", "m", "1", "conv7", "0.500", "0.750", "0.250",
+                                "0.900", "10"]
+    assert table[2].split() == ["uniform", "-", "-", "-", "0.100", "0.100", "0.100", "-", "10"]
     assert json.loads(format_rows(rows, "json"))[1]["level"] is None
-    assert format_rows(rows, "csv").splitlines()[1] == "attention,m,1,conv7,0.5,0.75,0.9,10"
+    assert format_rows(rows, "csv").splitlines()[1] == "attention,m,1,conv7,0.5,0.75,0.25,0.9,10"
     with pytest.raises(ValueError, match="format"):
         format_rows(rows, "xml")
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import attn_lib
-from attn_lib.attention import (
+from attn_lib.models.attention import (
     AttentionEstimator,
     attend,
     dp_compatibility,
@@ -18,7 +18,8 @@ from attn_lib.attention import (
 )
 
 NARROW = 0.125  # channel multiplier that keeps every variant fast on a CPU
-ATTENTION_VARIANTS = [n for n in attn_lib.list_models() if n != "vgg"]
+NO_ATTENTION = ("vgg", "vgg-noatt")
+ATTENTION_VARIANTS = [n for n in attn_lib.list_models() if n not in NO_ATTENTION]
 PAPER_NAMES = [
     "vgg",
     "vgg-att2-concat-pc",
@@ -30,7 +31,7 @@ PAPER_NAMES = [
 
 
 def expected_levels(name: str) -> int:
-    return 0 if name == "vgg" else int(name.split("-att")[1][0])
+    return 0 if name in NO_ATTENTION else int(name.split("-att")[1][0])
 
 
 @pytest.fixture(autouse=True)
@@ -207,6 +208,57 @@ def test_pc_and_dp_differ_exactly_by_u(levels: int, aggregation: str) -> None:
     assert difference == u_count
 
 
+def test_paper_baseline_layout_and_parameter_count() -> None:
+    """``vgg`` is the authors' vgg_bn_drop: 13 convs, a pool after every block, FC 512."""
+    model = attn_lib.build_model("vgg", num_classes=10).eval()
+    count = sum(p.numel() for p in model.parameters())
+    # 13 convs without bias 14,710,464 + their BN 8,448 + FC 262,656 + BN 1,024 + FC 5,130
+    assert count == 14_987_722
+    assert round(count / 1e6, 1) == 15.0
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256] + [512] * 6
+    sides = []
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for block in model.backbone.blocks:
+            x = block(x)
+            sides.append(x.shape[-1])
+            x = model.backbone.pool(x)
+    assert sides == [32, 16, 8, 4, 2] and x.shape == (2, 512, 1, 1)  # five pools: 32 -> 1
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 512), (512, 10)]
+    kinds = [type(m).__name__ for m in model.classifier]
+    assert kinds == ["Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape == (2, 10) and out.attention == ()
+
+
+def test_noatt_is_the_attention_backbone_without_estimators() -> None:
+    noatt = attn_lib.build_model("vgg-noatt", num_classes=10)
+    att3 = attn_lib.build_model("vgg-att3-concat-pc", num_classes=10)
+    backbone = {k: v.shape for k, v in noatt.backbone.state_dict().items()}
+    assert backbone == {k: v.shape for k, v in att3.backbone.state_dict().items()}
+    assert len(noatt.estimators) == 0
+    assert 19_600_000 < sum(p.numel() for p in noatt.parameters()) < 19_800_000
+
+
+@pytest.mark.parametrize("name", ["vgg", "vgg-noatt"])
+def test_attention_options_are_refused_for_models_without_attention(name: str) -> None:
+    with pytest.raises(ValueError, match="has no attention.*normalize"):
+        attn_lib.build_model(name, normalize="sigmoid")
+    attn_lib.build_model(name, normalize="softmax", width=NARROW)  # the default is accepted
+
+
+def test_every_name_has_a_description() -> None:
+    from attn_lib.models import describe_model
+
+    for name in attn_lib.list_models():
+        assert len(describe_model(name)) > 20
+    assert "baseline" in describe_model("vgg") and "without attention" in describe_model(
+        "vgg-noatt")
+
+
 def test_full_width_att3_parameter_count_and_feature_shapes(capsys: pytest.CaptureFixture) -> None:
     model = attn_lib.build_model("vgg-att3-concat-pc", num_classes=10).eval()
     count = sum(p.numel() for p in model.parameters())
@@ -266,7 +318,7 @@ def test_bad_inputs_raise_clear_value_errors(x: torch.Tensor, message: str) -> N
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("vgg-att4-concat-pc", {}, "available: vgg, vgg-att2"),
+        ("vgg-att4-concat-pc", {}, "available: vgg, vgg-noatt, vgg-att2"),
         ("resnet", {}, "unknown model 'resnet'"),
         ("vgg-att3-concat-pc", {"colour": 1}, "unknown option.*'colour'.*accepted"),
         ("vgg-att3-concat-pc", {"normalize": "tanh"},

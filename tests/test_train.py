@@ -18,7 +18,7 @@ from conftest import LEARN
 import attn_lib
 from attn_lib.checkpoint import CheckpointError, load_checkpoint
 from attn_lib.data import load_dataset
-from attn_lib.model import ModelOutput
+from attn_lib.models import ModelOutput
 from attn_lib.training import NonFiniteLossError, Recipe, evaluate, plot_history, read_metrics
 from attn_lib.training.optim import LRSchedule
 from attn_lib.training.precision import resolve_precision
@@ -54,7 +54,7 @@ def test_metrics_file_matches_history_and_run_folder_is_complete(learned):
 
 
 def test_attention_png_is_saved(learned):
-    pytest.importorskip("attn_lib.viz")
+    pytest.importorskip("attn_lib.maps.viz")
     assert (learned.run_dir / "attention.png").stat().st_size > 1000
 
 

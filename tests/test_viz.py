@@ -13,9 +13,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
 import attn_lib  # noqa: E402
-from attn_lib.explorer import attention_explorer  # noqa: E402
-from attn_lib.gradcam import gradcam, gradcam_layers  # noqa: E402
-from attn_lib.viz import overlay_attention, plot_attention_grid, to_rgb_image  # noqa: E402
+from attn_lib.maps.explorer import attention_explorer  # noqa: E402
+from attn_lib.maps.gradcam import gradcam, gradcam_layers  # noqa: E402
+from attn_lib.maps.viz import overlay_attention, plot_attention_grid, to_rgb_image  # noqa: E402
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 JET = matplotlib.colormaps["jet"]
@@ -249,8 +249,11 @@ def test_gradcam_on_attn_models_shape_range_and_side_effects():
     assert maps.min() >= 0 and maps.max() <= 1
     assert all(p.grad is None for p in model.parameters())
     assert model.training
-    native = gradcam_layers(_model("vgg"), x, 0, (1, 2, 3), upsample=False)
+    native = gradcam_layers(_model("vgg-noatt"), x, 0, (1, 2, 3), upsample=False)
     assert [tuple(m.shape[-2:]) for m in native] == [(32, 32), (16, 16), (8, 8)]
+    # The paper's baseline pools after every block: conv7, conv10, conv13 at H/4, H/8, H/16.
+    native = gradcam_layers(_model("vgg"), x, 0, (1, 2, 3), upsample=False)
+    assert [tuple(m.shape[-2:]) for m in native] == [(8, 8), (4, 4), (2, 2)]
 
 
 def test_gradcam_rejects_bad_targets_and_layers():

@@ -20,6 +20,7 @@ from .loaders import (
     reference_transform,
     torch_dataloader,
 )
+from .samples import load_samples, make_samples
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
 from .synthetic import make_synthetic
 
@@ -39,6 +40,8 @@ __all__ = [
     "load_cifar",
     "load_dataset",
     "load_folder",
+    "load_samples",
+    "make_samples",
     "make_synthetic",
     "normalize",
     "random_crop_flip",

@@ -128,7 +128,7 @@ def train(
         NonFiniteLossError when the loss diverges.
     """
     from ..data import DeviceLoader, load_dataset, torch_dataloader
-    from ..registry import build_model
+    from ..models import build_model
 
     dev = resolve_device(device)
     instance = model if isinstance(model, nn.Module) else None
@@ -157,7 +157,8 @@ def train(
     else:
         if resume and progress:
             print(f"no checkpoint in {run_dir}; starting a new run")
-        base = get_preset(preset or default_preset_name(dev.type, smoke_mode()))
+        base = get_preset(preset or default_preset_name(dev.type, smoke_mode()),
+                          model=model_name or MAIN_MODEL)
         recipe = resolve_recipe(base, **overrides)
         options = dict(instance.options) if instance is not None else dict(model_options)
         options.pop("num_classes", None)
@@ -525,8 +526,8 @@ def _save_figures(model: nn.Module, test_ds: Any, run_dir: Path,
     if not getattr(model, "levels", ()):
         return  # the plain VGG baseline has no attention maps
     try:
-        from ..viz import plot_attention_grid
-    except ImportError as exc:  # attn_lib.viz is optional for training
+        from ..maps.viz import plot_attention_grid
+    except ImportError as exc:  # attn_lib.maps is optional for training
         if progress:
             print(f"note: attention.png not written ({exc})")
         return

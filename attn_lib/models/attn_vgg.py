@@ -6,9 +6,12 @@
 * ``concat``: ``[g_a^1, ..., g_a^S]`` concatenated, then one linear classifier;
 * ``indep``: one linear classifier per level, the class scores averaged.
 
-Each descriptor is batch-normalised and (with ``dropout``) dropped out first, as in the authors'
-code; at inference batch norm is an affine map, so the classifier stays linear in ``g_a``.
-With ``attention_levels=0`` it is the plain VGG baseline, classifying ``g``.
+Each descriptor is batch-normalised and (with ``dropout``) dropped out first. The authors' code
+also puts a ReLU after that batch norm; it is left out here so that, as Sec. 3.3 describes, the
+classifier is linear in ``g_a`` (at inference batch norm is an affine map). The differences from
+the authors' code are listed in one place: ``docs/DEVIATIONS.md``.
+With ``attention_levels=0`` it is the backbone without attention (``vgg-noatt``), classifying
+``g``; the paper's baseline is a different network, :class:`attn_lib.models.VGGBaseline`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_choice
+from .._validation import check_choice
 from .attention import AttentionEstimator
 from .backbone import INPUT_MULTIPLE, VGGBackbone
 
@@ -36,16 +39,17 @@ class ModelOutput(NamedTuple):
 
 
 class AttnVGG(nn.Module):
-    """Attention-augmented CIFAR VGG (or the plain baseline with ``attention_levels=0``).
+    """Attention-augmented CIFAR VGG (or its backbone alone with ``attention_levels=0``).
 
     Args:
         num_classes: number of output classes.
         attention_levels: 0 (no attention), 2 (conv10, conv13) or 3 (conv7, conv10, conv13).
         aggregation: ``"concat"`` or ``"indep"`` (see module docstring).
-        compatibility: ``"pc"`` or ``"dp"`` (see :mod:`attn_lib.attention`).
+        compatibility: ``"pc"`` or ``"dp"`` (see :mod:`attn_lib.models.attention`).
         attention_position: ``"before"`` the max-pool that follows a level (paper) or ``"after"``.
         normalize: ``"softmax"`` (paper) or ``"sigmoid"``.
-        match: ``"project_l"`` (default) or ``"project_g"`` (authors' code) where widths differ.
+        match: ``"project_l"`` (default, as the authors' run scripts) or ``"project_g"`` where
+            widths differ (see :mod:`attn_lib.models.attention`).
         dropout: the authors' dropout pattern in the VGG and before the classifier.
         width: channel multiplier, 1.0 = paper.
         in_channels: channels of the input images.
@@ -81,7 +85,7 @@ class AttnVGG(nn.Module):
         p = 0.5 if dropout else 0.0
         widths = [e.out_channels for e in self.estimators]
         if not self.levels:
-            # The authors' baseline head on g: BN, ReLU, dropout, linear (g's FC comes before).
+            # vgg-noatt classifies g: BN, ReLU, dropout, linear (as the baseline's classifier).
             self.heads = nn.ModuleList([nn.Sequential(
                 nn.BatchNorm1d(g), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(g, num_classes)
             )])

@@ -39,7 +39,7 @@ def _in_kernel() -> bool:
 
 
 def _normalised(dataset: Any, indices: list[int]) -> Tensor:
-    from .data import normalize
+    from ..data import normalize
 
     return normalize(dataset.images[indices], dataset.mean, dataset.std)
 
@@ -124,7 +124,8 @@ def attention_explorer(
 
     Returns:
         An ``ipywidgets.VBox`` (controls + image), or, when not interactive or ipywidgets is
-        missing, the static :func:`attn_lib.viz.plot_attention_grid` figure of the first images.
+        missing, the static :func:`attn_lib.maps.viz.plot_attention_grid` figure of the first
+        images.
     """
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")

@@ -11,6 +11,11 @@ object. On the synthetic dataset every image comes with the object's mask, so it
   fraction of them inside the mask, i.e. the expected hit rate if the tie were broken at random.
   This is what makes chance well defined: a uniform map (every pixel ties) scores the mask's
   area fraction, and a map equal to the mask scores 1.
+* ``jaccard``: the paper's object-discovery measure (Sec. 5.2): the map, min-max scaled to
+  [0, 1] as it is displayed, is binarised at :data:`JACCARD_THRESHOLD` (half its peak) and
+  compared with the mask, ``|B & M| / |B | M|``. The paper's threshold is not confirmed here;
+  half the peak is a common choice for weakly supervised boxes and masks. A constant map has no
+  peak: it is binarised as all-object, which scores the mask's area fraction.
 
 Maps of any resolution are upsampled bilinearly to the image size first (as they are displayed)
 and both scores are averaged over images. Maps that are zero everywhere (Grad-CAM with no
@@ -50,6 +55,8 @@ GRADCAM_LEVELS = (1, 2, 3)
 #: Values within this fraction of the maximum below it tie for the maximum: bilinear upsampling
 #: (in float32) of a flat region can differ in the last bits.
 TIE_TOLERANCE = 1e-5
+#: A map (min-max scaled) covers the object where it reaches this fraction of its peak.
+JACCARD_THRESHOLD = 0.5
 
 
 class LocalizationRow(NamedTuple):
@@ -62,6 +69,7 @@ class LocalizationRow(NamedTuple):
     model: str = ""  #: the model the maps come from ("" for uniform)
     accuracy: float | None = None  #: that model's accuracy on the scored images
     images: int = 0  #: number of images scored
+    jaccard: float = math.nan  #: mean Jaccard index of the binarised map with the mask
 
 
 def _prepare(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,8 +119,28 @@ def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     return ((ties & inside).sum(1).double() / ties.sum(1).double()).float()
 
 
+def jaccard_index(maps: Tensor, masks: Tensor, threshold: float = JACCARD_THRESHOLD) -> Tensor:
+    """Jaccard index of each binarised map with its mask, shape (N,).
+
+    Each map is upsampled to the mask, min-max scaled to [0, 1] and set to "object" where it
+    is at least ``threshold``; the score is ``|B & M| / |B | M|`` (1 = the same region). A
+    constant map is all "object" (it scores the mask's area fraction).
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    maps, masks = _prepare(maps, masks)
+    flat, inside = maps.flatten(1), masks.flatten(1)
+    low = flat.min(1, keepdim=True).values
+    span = flat.max(1, keepdim=True).values - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(1e-300),
+                         torch.ones_like(flat))
+    binary = scaled >= threshold * (1 - TIE_TOLERANCE)
+    union = (binary | inside).sum(1).double()
+    return ((binary & inside).sum(1).double() / union.clamp_min(1)).float()
+
+
 def _normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    from .data import normalize
+    from ..data import normalize
 
     return normalize(images, mean, std)
 
@@ -127,10 +155,12 @@ class _Accumulator:
     def __init__(self) -> None:
         self.mass = 0.0
         self.hits = 0.0
+        self.jaccard = 0.0
 
     def add(self, maps: Tensor, masks: Tensor) -> None:
         self.mass += float(mass_in_mask(maps, masks).double().sum())
         self.hits += float(pointing_game(maps, masks).double().sum())
+        self.jaccard += float(jaccard_index(maps, masks).double().sum())
 
 
 @torch.no_grad()
@@ -227,7 +257,8 @@ def localization_scores(
     def row(method: str, level: int | None, acc: _Accumulator, who: nn.Module | None,
             accuracy: float | None) -> LocalizationRow:
         return LocalizationRow(method, level, acc.mass / n, acc.hits / n,
-                               _name(who) if who is not None else "", accuracy, n)
+                               _name(who) if who is not None else "", accuracy, n,
+                               acc.jaccard / n)
 
     accuracies = [c / n for c in correct]
     rows = [row("attention", level, acc, model, accuracies[0])
@@ -240,8 +271,8 @@ def localization_scores(
     return rows
 
 
-COLUMNS = ("method", "model", "level", "layer", "mass_in_mask", "pointing_game", "accuracy",
-           "images")
+COLUMNS = ("method", "model", "level", "layer", "mass_in_mask", "pointing_game", "jaccard",
+           "accuracy", "images")
 
 
 def _record(row: LocalizationRow) -> dict[str, Any]:
@@ -252,6 +283,7 @@ def _record(row: LocalizationRow) -> dict[str, Any]:
         "layer": LEVEL_LAYERS.get(row.level, "") if row.level is not None else "",
         "mass_in_mask": row.mass_in_mask,
         "pointing_game": row.pointing_game,
+        "jaccard": row.jaccard,
         "accuracy": row.accuracy,
         "images": row.images,
     }
@@ -269,7 +301,7 @@ def format_table(rows: Sequence[LocalizationRow]) -> str:
 
     table = [list(COLUMNS)] + [[cell(v) for v in _record(r).values()] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    numeric = {"level", "mass_in_mask", "pointing_game", "accuracy", "images"}
+    numeric = {"level", "mass_in_mask", "pointing_game", "jaccard", "accuracy", "images"}
     lines = []
     for line in table:
         cells = [c.rjust(w) if name in numeric else c.ljust(w)
@@ -331,9 +363,9 @@ def localize_command(args: argparse.Namespace) -> int:
     User errors (missing checkpoint, a dataset without masks, mismatched checkpoints) raise
     ``ValueError`` / ``FileNotFoundError`` for the CLI to report as one line.
     """
-    from . import load_model
-    from .data import load_dataset
-    from .training import resolve_device
+    from ..checkpoint import load_model
+    from ..data import load_dataset
+    from ..training import resolve_device
 
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"--limit must be >= 0, got {args.limit}")

@@ -34,7 +34,7 @@ ArrayLike = Union[Tensor, np.ndarray]
 #: Float images may overshoot [0, 1] by this much (JPEG decoding, float round-off of
 #: un-normalising) before it counts as a range error; the overshoot is clipped.
 RANGE_TOLERANCE = 1e-3
-#: Backbone layer behind each attention level (see :mod:`attn_lib.backbone`).
+#: Backbone layer behind each attention level (see :mod:`attn_lib.models.backbone`).
 LEVEL_LAYERS = {1: "conv7", 2: "conv10", 3: "conv13"}
 
 

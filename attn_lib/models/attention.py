@@ -17,8 +17,9 @@ local vector is with the global one, and returns a convex combination of the loc
 
 Where ``l_i`` and ``g`` differ in width (level 1 of the CIFAR VGG: 256 vs 512) a learned linear
 map matches them: either the local features are projected *up* to the width of ``g`` (a 1x1
-convolution, the default) or ``g`` is projected *down* to the width of ``l`` (as in the authors'
-Torch code).
+convolution, the default, as in the model files the authors' CIFAR run scripts train,
+``3_level_atten_1global_upprojecting``) or ``g`` is projected *down* to the width of ``l`` (a
+linear layer, as in their earlier ``3_level_atten_1global`` files).
 
 A property of the paper's ``pc`` form worth knowing: ``<u, l_i + g> = <u, l_i> + <u, g>`` and the
 second term is the same for every position, so the softmax cancels it. With softmax
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validation import check_choice
+from .._validation import check_choice
 
 COMPATIBILITIES = ("pc", "dp")
 NORMALIZATIONS = ("softmax", "sigmoid")
@@ -52,6 +53,10 @@ class AttentionResult(NamedTuple):
 def pc_compatibility(local: Tensor, global_: Tensor, u: Tensor) -> Tensor:
     """Parametrised compatibility (Sec. 3.2): ``c_i = <u, l_i + g>``.
 
+    Computed as ``<u, l_i> + <u, g>``: the same number, but ``g`` is never added to the local
+    features in low precision, where rounding ``l_i + g`` would spend the bits of the small
+    per-position term on the large constant one.
+
     Args:
         local: local features ``l``, shape (N, C, h, w).
         global_: global feature ``g``, shape (N, C).
@@ -60,8 +65,8 @@ def pc_compatibility(local: Tensor, global_: Tensor, u: Tensor) -> Tensor:
     Returns:
         Scores of shape (N, 1, h, w).
     """
-    summed = local + global_[:, :, None, None]
-    return torch.einsum("nchw,c->nhw", summed, u).unsqueeze(1)
+    per_position = torch.einsum("nchw,c->nhw", local, u)
+    return (per_position + (global_ @ u)[:, None, None]).unsqueeze(1)
 
 
 def dp_compatibility(local: Tensor, global_: Tensor) -> Tensor:
@@ -107,7 +112,7 @@ class AttentionEstimator(nn.Module):
         compatibility: ``"pc"`` (parametrised, learns ``u``) or ``"dp"`` (dot product).
         normalize: ``"softmax"`` (paper) or ``"sigmoid"``.
         match: when widths differ, ``"project_l"`` maps ``l`` up with a 1x1 convolution,
-            ``"project_g"`` maps ``g`` down with a linear layer (the authors' code).
+            ``"project_g"`` maps ``g`` down with a linear layer.
     """
 
     def __init__(
@@ -143,11 +148,14 @@ class AttentionEstimator(nn.Module):
             local = self.project_local(local)
         if self.project_global is not None:
             global_ = self.project_global(global_)
-        if self.u is not None:
-            scores = pc_compatibility(local, global_, self.u)
-        else:
-            scores = dp_compatibility(local, global_)
-        attention = normalize_scores(scores, self.normalize)
-        descriptor = attend(local, attention, self.normalize)
+        # Scores, softmax and weighted sum in fp32 even under autocast: they are only N*h*w
+        # numbers, and in fp16 a dot product over 512 channels can overflow (65,504) to inf.
+        with torch.autocast(local.device.type, enabled=False):
+            local32, global32 = local.float(), global_.float()
+            if self.u is not None:
+                scores = pc_compatibility(local32, global32, self.u.float())
+            else:
+                scores = dp_compatibility(local32, global32)
+            attention = normalize_scores(scores, self.normalize)
+            descriptor = attend(local32, attention, self.normalize)
         return AttentionResult(descriptor, attention, scores)
-

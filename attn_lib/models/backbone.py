@@ -63,6 +63,13 @@ def conv_bn_relu(in_channels: int, out_channels: int, dropout: float = 0.0) -> l
     return layers
 
 
+def init_convs(module: nn.Module) -> None:
+    """He ("MSR") initialisation of every conv, as in the authors' code: N(0, 2 / (k*k*out))."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 def vgg_block(
     in_channels: int, widths: tuple[int, ...], first: bool, dropout: bool
 ) -> nn.Sequential:
@@ -108,13 +115,7 @@ class VGGBackbone(nn.Module):
         )
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.global_fc = nn.Sequential(nn.Dropout(0.5 if dropout else 0.0), nn.Linear(g, g))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He ("MSR") initialisation for the convs, as in the authors' code.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward(self, x: Tensor) -> BackboneFeatures:
         """Run the VGG on images (N, C, H, W) with H, W multiples of 32."""

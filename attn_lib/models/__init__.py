@@ -1,0 +1,28 @@
+"""The model family of *Learn To Pay Attention*: backbone, attention estimator, models by name.
+
+* :mod:`.backbone` -- the CIFAR VGG whose conv7, conv10 and conv13 give the local features;
+* :mod:`.attention` -- the attention estimator (Sec. 3): compatibility, softmax, weighted sum;
+* :mod:`.attn_vgg` -- :class:`AttnVGG`, attention on the backbone (every attention variant);
+* :mod:`.baseline` -- :class:`VGGBaseline`, the paper's baseline (the standard CIFAR VGG);
+* :mod:`.registry` -- :func:`build_model` by the paper's names, :func:`list_models`.
+"""
+
+from .attention import AttentionEstimator, dp_compatibility, pc_compatibility
+from .attn_vgg import AttnVGG, ModelOutput
+from .backbone import VGGBackbone
+from .baseline import VGGBaseline
+from .registry import DEFAULT_OPTIONS, build_model, describe_model, list_models
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "AttentionEstimator",
+    "AttnVGG",
+    "ModelOutput",
+    "VGGBackbone",
+    "VGGBaseline",
+    "build_model",
+    "describe_model",
+    "dp_compatibility",
+    "list_models",
+    "pc_compatibility",
+]

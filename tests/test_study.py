@@ -1,0 +1,234 @@
+"""The study: FGSM by hand, the g-shuffle probe, Jaccard, and the runner's files, skips and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import attn_lib
+from attn_lib.data import ArrayDataset, load_dataset
+from attn_lib.maps.localize import jaccard_index
+from attn_lib.study import fgsm_accuracy, fgsm_perturb, global_shuffle_effect, reproduce
+from attn_lib.study.robustness import derangement, shuffled_global
+from attn_lib.study.runner import EVALUATION_FILE, run_name
+
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+class _Linear(nn.Module):
+    """logits = W x_normalised + b, on 3x2x2 images: gradients by hand are easy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.linspace(-1, 1, 24).view(2, 12) * torch.tensor(
+                [1.0, -2.0])[:, None])
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def _hand_gradient(model: _Linear, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    z = model.fc(((pixels - mean) / std).flatten(1))
+    probs = z.softmax(1)
+    onehot = torch.nn.functional.one_hot(labels, 2).float()
+    # d CE / d x = W^T (p - onehot) / std, averaged over the batch (sign is unaffected by 1/N)
+    grad_normalised = (probs - onehot) @ model.fc.weight
+    return grad_normalised.view_as(pixels) / std / len(labels)
+
+
+def test_fgsm_is_epsilon_times_the_sign_of_the_input_gradient_clipped() -> None:
+    model = _Linear().train()
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(4, 3, 2, 2, generator=generator)
+    pixels[0, 0, 0, 0], pixels[1, 2, 1, 1] = 0.999, 0.001  # will be clipped
+    labels = torch.tensor([0, 1, 1, 0])
+    eps = 4 / 255
+    adversarial = fgsm_perturb(model, pixels, labels, eps, MEAN, STD)
+    sign = _hand_gradient(model, pixels, labels).sign()
+    assert (sign != 0).all()
+    torch.testing.assert_close(adversarial, (pixels + eps * sign).clamp(0, 1))
+    moved = (adversarial - pixels).abs()
+    assert torch.all(moved <= eps + 1e-7)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    assert model.training  # mode restored
+
+
+def test_fgsm_accuracy_counts_correct_adversarial_predictions() -> None:
+    model = _Linear()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (10, 3, 2, 2), generator=generator, dtype=torch.uint8)
+    with torch.no_grad():
+        x = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
+            STD).view(1, 3, 1, 1)
+        labels = model(x).argmax(1)  # every clean prediction is right
+    labels[:3] = 1 - labels[:3]  # three are wrong
+    ds = ArrayDataset(images, labels, ["a", "b"], MEAN, STD)
+    result = fgsm_accuracy(model, ds, [0.0, 8 / 255, 0.5], batch_size=3)
+    assert result[0.0] == pytest.approx(0.7)
+    expected = []
+    for eps in (8 / 255, 0.5):
+        adversarial = fgsm_perturb(model, images, labels, eps, MEAN, STD)
+        with torch.no_grad():
+            x = (adversarial - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
+                STD).view(1, 3, 1, 1)
+            expected.append(float((model(x).argmax(1) == labels).float().mean()))
+    assert [result[8 / 255], result[0.5]] == pytest.approx(expected)
+    assert result[0.5] < 0.7  # a large step does hurt this model
+    with pytest.raises(ValueError, match="pixels in \\[0, 1\\]"):
+        fgsm_perturb(model, torch.randn(2, 3, 2, 2) * 3, labels[:2], 0.1, MEAN, STD)
+    with pytest.raises(ValueError, match="epsilons"):
+        fgsm_accuracy(model, ds, [2.0])
+
+
+def test_derangement_moves_every_index() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for n in (2, 3, 7, 50):
+        p = derangement(n, generator)
+        assert sorted(p.tolist()) == list(range(n))
+        assert (p != torch.arange(n)).all()
+
+
+@pytest.fixture(scope="module")
+def varied_set() -> ArrayDataset:
+    return load_dataset("synthetic", "test", limit=40)
+
+
+def _calibrated(name: str, ds: ArrayDataset) -> nn.Module:
+    """A random model whose batch-norm statistics come from the data, so that its eval-mode
+    predictions differ from image to image (untrained statistics make them all alike)."""
+    from attn_lib.data import normalize
+
+    model = attn_lib.build_model(name, num_classes=8, width=0.125).train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(normalize(ds.images, ds.mean, ds.std))
+        # A large g, as training makes it: dp's maps become peaked (pc's cannot change at all).
+        model.backbone.global_fc[1].weight.mul_(30)
+    return model
+
+
+def test_shuffling_g_changes_nothing_for_pc_but_changes_dp(varied_set: ArrayDataset) -> None:
+    torch.manual_seed(0)
+    pc = _calibrated("vgg-att3-concat-pc", varied_set)
+    dp = _calibrated("vgg-att3-concat-dp", varied_set)
+    pc_effect = global_shuffle_effect(pc, varied_set, batch_size=20)
+    dp_effect = global_shuffle_effect(dp, varied_set, batch_size=20)
+    assert pc_effect["delta_acc"] == 0.0 and pc_effect["changed_predictions"] == 0.0
+    assert pc_effect["max_attention_change"] < 1e-6
+    assert dp_effect["max_attention_change"] > 1e-3
+    assert dp_effect["changed_predictions"] > 0
+
+
+def test_shuffled_global_feeds_other_images_g_to_the_estimators() -> None:
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-dp", width=0.125).eval()
+    x = torch.randn(3, 3, 32, 32)
+    seen = []
+    handle = model.estimators[0].register_forward_hook(lambda m, inp, out: seen.append(inp[1]))
+    g = model.backbone(x).global_
+    with torch.no_grad(), shuffled_global(model, torch.tensor([2, 0, 1])):
+        model(x)
+    handle.remove()
+    torch.testing.assert_close(seen[-1], g[[2, 0, 1]])
+    with pytest.raises(ValueError, match="no attention"):
+        with shuffled_global(attn_lib.build_model("vgg", width=0.125), torch.tensor([1, 0])):
+            pass
+
+
+def test_jaccard_on_hand_made_masks() -> None:
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True  # a 2x2 object: 4 of 16 pixels
+    maps = torch.zeros(3, 1, 4, 4)
+    maps[0, 0, :2, :2] = 1.0  # exactly the object
+    maps[1, 0] = 0.3  # constant: all "object", area 4/16
+    maps[2, 0, :2, :4] = 1.0  # the object and as much beside it: 4 / 8
+    maps[2, 0, 3, 3] = 0.4  # below half the peak: not object
+    scores = jaccard_index(maps, masks)
+    torch.testing.assert_close(scores, torch.tensor([1.0, 0.25, 0.5]))
+
+
+SMOKE = dict(scale="smoke", models=["vgg", "vgg-att3-concat-pc"], seeds=[0], epochs=1,
+             progress=False)
+
+
+def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) -> None:
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    result = reproduce(out_dir=out, runs_dir=runs, **SMOKE)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["RESULTS.md", "accuracy.png", "attention.png", "fgsm.png", "results.json"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["study"]["models"] == ["vgg", "vgg-att3-concat-pc"]
+    assert saved["environment"]["torch"] == torch.__version__
+    run = {r["model"]: r for r in saved["runs"]}
+    assert run["vgg"]["parameters"] == sum(
+        p.numel() for p in attn_lib.build_model("vgg", 8, width=0.0625).parameters())
+    assert [f["epsilon_255"] for f in run["vgg"]["fgsm"]] == [1, 2, 4, 8]
+    assert "g_shuffle" not in run["vgg"] and run["vgg-att3-concat-pc"]["g_shuffle"][
+        "delta_acc"] == 0.0
+    assert {row["method"] for row in run["vgg"]["localization"]} == {"gradcam", "uniform"}
+    assert result.results["summary"]["vgg"]["seeds"] == [0]
+    text = (out / "RESULTS.md").read_text()
+    assert "| `vgg-att3-concat-pc` |" in text and "FGSM ε=8/255" in text
+    assert f"{100 * run['vgg']['test_acc']:.2f}" in text
+
+    # A rerun trains nothing: every run is evaluated already.
+    monkeypatch.setattr("attn_lib.study.runner.train", _refuse)
+    reproduce(out_dir=out, runs_dir=runs, **SMOKE)
+
+    # A run whose evaluation is missing (killed after training) is evaluated, not retrained.
+    (runs / run_name("vgg", 0) / EVALUATION_FILE).unlink()
+    calls = []
+    monkeypatch.setattr("attn_lib.study.runner.train", _spy(calls))
+    reproduce(out_dir=out, runs_dir=runs, **SMOKE)
+    assert calls == [("vgg", True)]
+    assert (runs / run_name("vgg", 0) / EVALUATION_FILE).is_file()
+
+
+def test_study_resumes_a_run_killed_mid_training(tmp_path, monkeypatch) -> None:
+    import attn_lib.training.loop as loop
+
+    real_append = loop.append_metrics
+
+    def die_after_first_epoch(run_dir, row):
+        real_append(run_dir, row)
+        raise KeyboardInterrupt  # as if killed after epoch 1 was checkpointed
+
+    settings = dict(SMOKE, models=["vgg-att3-concat-dp"], epochs=2)
+    monkeypatch.setattr(loop, "append_metrics", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(out_dir=tmp_path / "out", runs_dir=tmp_path / "runs", **settings)
+    monkeypatch.setattr(loop, "append_metrics", real_append)
+    result = reproduce(out_dir=tmp_path / "out", runs_dir=tmp_path / "runs", **settings)
+    (run,) = result.results["runs"]
+    assert [row["epoch"] for row in run["history"]] == [1, 2]
+
+
+def test_study_refuses_bad_plans(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        reproduce(scale="smoke", models=["vgg-att9"], out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unknown scale"):
+        reproduce(scale="huge", out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        reproduce(scale="smoke", seeds=[-1], out_dir=tmp_path, progress=False)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+
+
+def _spy(calls):
+    from attn_lib.training import train
+
+    def spy(model, *args, **kwargs):
+        calls.append((model, kwargs["resume"]))
+        return train(model, *args, **kwargs)
+
+    return spy
