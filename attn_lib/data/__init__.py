@@ -10,7 +10,14 @@ Datasets: ``synthetic`` (the offline default: a shape to find in clutter, with o
 ``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
 """
 
-from .base import SPLITS, ArrayDataset, DatasetNotFoundError, denormalize, normalize
+from .base import (
+    SPLITS,
+    ArrayDataset,
+    DatasetNotFoundError,
+    denormalize,
+    normalize,
+    one_per_class,
+)
 from .datasets import CIFAR_STATS, DATASETS, SYNTHETIC_SIZES, load_cifar, load_dataset
 from .folder import channel_stats, default_cache_dir, load_folder
 from .loaders import (
@@ -44,6 +51,7 @@ __all__ = [
     "make_samples",
     "make_synthetic",
     "normalize",
+    "one_per_class",
     "random_crop_flip",
     "reference_transform",
     "torch_dataloader",

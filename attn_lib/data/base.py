@@ -127,6 +127,18 @@ def check_split(split: str) -> str:
     return split
 
 
+def one_per_class(labels: Tensor, count: int) -> list[int]:
+    """Indices of the first image of each class, for the first ``count`` classes present.
+
+    For figures: a test split stored class by class (an image folder) would otherwise show
+    ``count`` images of its first class.
+    """
+    first: dict[int, int] = {}
+    for index, label in enumerate(labels.tolist()):
+        first.setdefault(int(label), index)
+    return [first[c] for c in sorted(first)][:count]
+
+
 def mix_seed(*values: int) -> int:
     """Combine integers into one well-spread 63-bit seed (SplitMix64 finaliser)."""
     h = 0x9E3779B97F4A7C15

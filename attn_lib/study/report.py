@@ -221,20 +221,12 @@ def plot_fgsm(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def one_per_class(labels: Any, count: int) -> list[int]:
-    """Indices of the first image of each class, for the first ``count`` classes present."""
-    seen: dict[int, int] = {}
-    for index, label in enumerate(labels.tolist()):
-        seen.setdefault(int(label), index)
-    return [seen[c] for c in sorted(seen)][:count]
-
-
 def plot_study_attention(results: dict[str, Any], test_set: Any, runs_dir: Path,
                          path: Path) -> Path | None:
     """The same test images (one per class) with each attention model's maps (seed 0, or its
     first seed) and Grad-CAM of the baseline ``vgg`` if it is in the study."""
     from ..checkpoint import load_model
-    from ..data import normalize
+    from ..data import normalize, one_per_class
     from ..maps.gradcam import gradcam
     from ..maps.viz import (
         LEVEL_LAYERS,
