@@ -1,4 +1,4 @@
-"""The study: FGSM by hand, the g-shuffle probe, Jaccard, and the runner's files, skips and resume."""
+"""The study: FGSM by hand, the g-shuffle probe, Jaccard; the runner's files, skips, resume."""
 
 from __future__ import annotations
 

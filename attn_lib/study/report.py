@@ -109,8 +109,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Scale: {study['scale_description']}. Data: {study['data_source']}. Seeds: "
         f"{', '.join(map(str, study['seeds']))}.",
         f"Measured on {env['device_name']} ({env['device']}, {env['torch_threads']} torch "
-        f"threads), torch {env['torch']}, {env['date']}; the whole study took "
-        f"{_minutes(results['wall_s'])} of wall time.",
+        f"threads), torch {env['torch']}, {env['date']}. Training took "
+        f"{_minutes(results['train_s'])} in all (sum over runs); the last call of the study "
+        f"took {_minutes(results['wall_s'])} of wall time (runs finished earlier are skipped).",
         "",
         "Accuracies are percentages on the test split (mean ± standard deviation over seeds), "
         "of the final weights (no selection by test accuracy). FGSM perturbs each test image by "

@@ -103,7 +103,9 @@ def reproduce(
 
     from tqdm.auto import tqdm
 
-    plan = [(m, s) for m in models for s in seeds]
+    # Seed-major: every model's first seed is done before any second seed, so an interrupted
+    # study already compares all models.
+    plan = [(m, s) for s in seeds for m in models]
     started = time.perf_counter()
     records = []
     bar = tqdm(plan, desc=f"study {dataset}-{scale}", unit="run", disable=not progress)
@@ -113,6 +115,7 @@ def reproduce(
         records.append(run_one(model_name, seed, dataset, run_dir, test_set, train_kw,
                                data_dir=data_dir, device=dev, progress=progress))
     bar.close()
+    records.sort(key=lambda r: (models.index(r["model"]), r["seed"]))
     results = {
         "study": {"dataset": dataset, "scale": scale, "scale_description": spec.description,
                   "models": list(models), "seeds": list(seeds), "train": train_kw,
@@ -121,6 +124,7 @@ def reproduce(
                   "runs_dir": str(runs)},
         "environment": environment(dev),
         "wall_s": time.perf_counter() - started,
+        "train_s": sum(r["train_time_s"] for r in records),
         "runs": records,
     }
     from .report import write_report
@@ -150,6 +154,7 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
     if done is not None:
         return done
     dev = resolve_device(device)
+    started = time.perf_counter()
     last = run_dir / LAST
     resume = last.exists()
     result = train(model_name, dataset, data_dir=data_dir, out_dir=run_dir, resume=resume,
@@ -168,6 +173,8 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
         **evaluate_model(model, _with_stats(test_set, ckpt["data"]), progress=progress),
         "evaluation_version": EVALUATION_VERSION, "train_settings": train_kw,
     }
+    # This call's time, training included unless it resumed a finished run.
+    record["wall_s"] = time.perf_counter() - started
     atomic_write_bytes(run_dir / EVALUATION_FILE,
                        (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     return record
