@@ -1,4 +1,4 @@
-"""More data: unreadable images in a folder dataset."""
+"""More data: unreadable images in a folder dataset, SVHN."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import torch
 from PIL import Image
 
 from attn_lib.cli import main
-from attn_lib.data import UnreadableImageError, load_folder
+from attn_lib.data import (
+    SVHN_STATS,
+    DatasetNotFoundError,
+    UnreadableImageError,
+    load_dataset,
+    load_folder,
+    load_svhn,
+)
 from attn_lib.data import folder as folder_module
 
 # --- folder: files that are not images ---------------------------------------------------------
@@ -112,3 +119,95 @@ def test_cli_train_on_a_folder_with_a_corrupt_jpeg_is_one_line(tmp_path: Path, c
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
     assert str(bad) in err and "Delete or replace" in err
     assert not (tmp_path / "run").exists()  # the data fails before anything is written
+
+
+# --- SVHN: torchvision's class on .mat files in SVHN's own format ------------------------------
+
+
+def _write_svhn_mat(folder: Path, part: str, count: int, seed: int) -> tuple[np.ndarray, list]:
+    """``<part>_32x32.mat`` as SVHN ships it: X (32, 32, 3, N) uint8, y (N, 1) with 10 for 0."""
+    scipy_io = pytest.importorskip("scipy.io", reason="svhn needs scipy (pip install scipy)")
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)  # N, C, H, W
+    digits = [(seed + i) % 10 for i in range(count)]
+    folder.mkdir(parents=True, exist_ok=True)
+    scipy_io.savemat(folder / f"{part}_32x32.mat", {
+        "X": images.transpose(2, 3, 1, 0),  # H, W, C, N
+        "y": np.array([[d if d else 10] for d in digits], dtype=np.uint8),
+    })
+    return images, digits
+
+
+@pytest.fixture()
+def svhn_files(tmp_path: Path, monkeypatch) -> dict[str, tuple[np.ndarray, list]]:
+    """Train, test and extra .mat files in tmp_path/svhn; torchvision's md5 of each file is
+    set to the fabricated file's own, so its integrity check runs for real."""
+    import hashlib
+
+    from torchvision.datasets import SVHN
+
+    parts = {}
+    for seed, (part, count) in enumerate((("train", 7), ("test", 4), ("extra", 5))):
+        parts[part] = _write_svhn_mat(tmp_path / "svhn", part, count, seed)
+        url, name, _md5 = SVHN.split_list[part]
+        md5 = hashlib.md5((tmp_path / "svhn" / name).read_bytes()).hexdigest()
+        monkeypatch.setitem(SVHN.split_list, part, [url, name, md5])
+    return parts
+
+
+def test_svhn_is_read_through_torchvision(tmp_path: Path, svhn_files) -> None:
+    train = load_dataset("svhn", "train", data_dir=tmp_path)  # DIR holding svhn/
+    test = load_dataset("svhn", "test", data_dir=tmp_path / "svhn", download=False)
+    assert train.images.shape == (7, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert train.images.is_contiguous() and test.images.shape == (4, 3, 32, 32)
+    assert torch.equal(train.images, torch.from_numpy(svhn_files["train"][0]))
+    assert torch.equal(test.images, torch.from_numpy(svhn_files["test"][0]))
+    # The files' label 10 is the digit 0.
+    assert train.labels.dtype == torch.int64 and train.labels.tolist() == svhn_files["train"][1]
+    assert 0 in train.labels.tolist() and test.labels.tolist() == svhn_files["test"][1]
+    assert train.classes == [str(d) for d in range(10)]
+    assert (train.mean, train.std) == SVHN_STATS and train.masks is None
+    assert train.name == "svhn"
+
+
+def test_svhn_extra_adds_the_extra_images_to_train_only(tmp_path: Path, svhn_files) -> None:
+    train = load_dataset("svhn-extra", "train", data_dir=tmp_path)
+    expected = np.concatenate([svhn_files["train"][0], svhn_files["extra"][0]])
+    assert torch.equal(train.images, torch.from_numpy(expected))
+    assert train.labels.tolist() == svhn_files["train"][1] + svhn_files["extra"][1]
+    test = load_svhn("test", tmp_path / "svhn", extra=True)
+    assert torch.equal(test.images, torch.from_numpy(svhn_files["test"][0]))
+    assert len(load_dataset("svhn-extra", "train", data_dir=tmp_path, limit=5)) == 5
+
+
+def test_svhn_with_a_damaged_file_explains_how_to_get_it(tmp_path: Path, svhn_files) -> None:
+    (tmp_path / "svhn" / "test_32x32.mat").write_bytes(b"half a download")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("svhn", "test", data_dir=tmp_path, download=False)
+    assert "test_32x32.mat" in str(info.value) and "corrupted" in str(info.value)
+
+
+def test_missing_svhn_explains_how_to_get_it(tmp_path: Path) -> None:
+    pytest.importorskip("scipy.io", reason="svhn needs scipy (pip install scipy)")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("svhn", "train", data_dir=tmp_path, download=False)
+    message = str(info.value)
+    assert str(tmp_path / "svhn" / "train_32x32.mat") in message
+    assert "download=False" in message and "--data-dir" in message
+    assert "http://ufldl.stanford.edu/housenumbers/train_32x32.mat" in message
+    assert "synthetic" in message
+    with pytest.raises(DatasetNotFoundError, match="extra_32x32.mat"):
+        load_dataset("svhn-extra", "train", data_dir=tmp_path, download=False)
+    with pytest.raises(ValueError, match="32x32"):
+        load_dataset("svhn", "train", data_dir=tmp_path, image_size=64)
+
+
+def test_svhn_without_scipy_names_the_install(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    # None in sys.modules makes the import fail, as it does where scipy is not installed.
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    with pytest.raises(ModuleNotFoundError, match="pip install scipy") as info:
+        load_dataset("svhn", "train", data_dir=tmp_path, download=False)
+    assert info.value.name == "scipy"

@@ -6,8 +6,8 @@
     >>> for x, y in loader: ...                            # normalised, augmented on the GPU
 
 Datasets: ``synthetic`` (the offline default: a shape to find in clutter, with object masks),
-``cifar10`` and ``cifar100`` (torchvision download) and ``folder`` (your own
-``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
+``cifar10``, ``cifar100``, ``svhn`` and ``svhn-extra`` (torchvision download) and ``folder``
+(your own ``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
 """
 
 from .base import (
@@ -19,7 +19,15 @@ from .base import (
     normalize,
     one_per_class,
 )
-from .datasets import CIFAR_STATS, DATASETS, SYNTHETIC_SIZES, load_cifar, load_dataset
+from .datasets import (
+    CIFAR_STATS,
+    DATASETS,
+    SVHN_STATS,
+    SYNTHETIC_SIZES,
+    load_cifar,
+    load_dataset,
+    load_svhn,
+)
 from .folder import channel_stats, default_cache_dir, load_folder
 from .loaders import (
     DeviceLoader,
@@ -36,6 +44,7 @@ __all__ = [
     "CIFAR_STATS",
     "DATASETS",
     "SPLITS",
+    "SVHN_STATS",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_SIZES",
     "ArrayDataset",
@@ -50,6 +59,7 @@ __all__ = [
     "load_dataset",
     "load_folder",
     "load_samples",
+    "load_svhn",
     "make_samples",
     "make_synthetic",
     "normalize",
