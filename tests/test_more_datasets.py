@@ -1,7 +1,8 @@
-"""More data: unreadable images in a folder dataset, SVHN."""
+"""More data: unreadable images in a folder dataset, SVHN, CUB-200-2011 with its boxes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+import attn_lib
 from attn_lib.cli import main
 from attn_lib.data import (
+    CUB_IMAGE_SIZE,
     SVHN_STATS,
     DatasetNotFoundError,
     UnreadableImageError,
@@ -19,6 +22,7 @@ from attn_lib.data import (
     load_svhn,
 )
 from attn_lib.data import folder as folder_module
+from attn_lib.data.cub import box_masks
 
 # --- folder: files that are not images ---------------------------------------------------------
 
@@ -211,3 +215,159 @@ def test_svhn_without_scipy_names_the_install(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(ModuleNotFoundError, match="pip install scipy") as info:
         load_dataset("svhn", "train", data_dir=tmp_path, download=False)
     assert info.value.name == "scipy"
+
+
+# --- CUB-200-2011: a tiny tree in the official archive's layout --------------------------------
+
+RED = (255, 0, 0)
+#: (class folder, file, width, height, is_train, box x, y, w, h); image id = position + 1.
+CUB_IMAGES = [
+    ("001.Black_footed_Albatross", "a_1.jpg", 200, 100, 1, 0, 0, 100, 50),  # top-left quarter
+    ("001.Black_footed_Albatross", "a_2.jpg", 60, 90, 0, 15, 30, 30, 45),
+    ("002.Laysan_Albatross", "b_1.jpg", 90, 60, 1, 45, 15, 45, 30),
+    ("002.Laysan_Albatross", "b_2.jpg", 80, 80, 1, 20, 20, 40, 40),
+    ("003.Sooty_Albatross", "c_1.jpg", 100, 200, 0, 50, 150, 50, 50),  # bottom-right corner
+    ("003.Sooty_Albatross", "c_2.png", 64, 48, 1, 0, 24, 64, 24),
+]
+
+
+def _write_cub(root: Path) -> Path:
+    """``root/CUB_200_2011`` with :data:`CUB_IMAGES`: grey photographs with a red box."""
+    cub = root / "CUB_200_2011"
+    lines: dict[str, list[str]] = {name: [] for name in (
+        "images.txt", "train_test_split.txt", "image_class_labels.txt", "bounding_boxes.txt")}
+    classes = sorted({c for c, *_ in CUB_IMAGES})
+    for image_id, (cls, name, w, h, train, x, y, bw, bh) in enumerate(CUB_IMAGES, 1):
+        pixels = np.full((h, w, 3), 128, dtype=np.uint8)
+        pixels[y:y + bh, x:x + bw] = RED
+        (cub / "images" / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(cub / "images" / cls / name, quality=95)
+        lines["images.txt"].append(f"{image_id} {cls}/{name}")
+        lines["train_test_split.txt"].append(f"{image_id} {train}")
+        lines["image_class_labels.txt"].append(f"{image_id} {classes.index(cls) + 1}")
+        lines["bounding_boxes.txt"].append(f"{image_id} {x}.0 {y}.0 {bw}.0 {bh}.0")
+    lines["classes.txt"] = [f"{i} {c}" for i, c in enumerate(classes, 1)]
+    for name, rows in lines.items():
+        # Lines out of order: files are matched by image id, not by line number.
+        (cub / name).write_text("\n".join(reversed(rows)) + "\n")
+    return cub
+
+
+@pytest.fixture()
+def cub_dir(tmp_path: Path, no_home_cache) -> Path:
+    _write_cub(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_cub_labels_splits_and_classes(cub_dir: Path) -> None:
+    train = load_dataset("cub200", "train", data_dir=cub_dir)
+    test = load_dataset("cub200", "test", data_dir=cub_dir / "CUB_200_2011")
+    assert train.images.shape == (4, 3, 96, 96) and test.images.shape == (2, 3, 96, 96)
+    assert train.image_size == CUB_IMAGE_SIZE == 96 and train.images.dtype == torch.uint8
+    assert train.classes == ["001.Black_footed_Albatross", "002.Laysan_Albatross",
+                             "003.Sooty_Albatross"] == test.classes
+    assert train.labels.tolist() == [0, 1, 1, 2] and test.labels.tolist() == [0, 2]
+    assert train.masks.shape == (4, 96, 96) and test.masks.dtype == torch.bool
+    assert train.name == "cub200"
+
+
+def test_cub_box_lands_where_the_bird_is_after_resizing(cub_dir: Path) -> None:
+    small = load_dataset("cub200", "train", data_dir=cub_dir, image_size=32)
+    # A 200x100 photograph, box (0, 0, 100, 50): the top-left quarter of the square.
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[:16, :16] = True
+    assert torch.equal(small.masks[0], expected)
+    # A 100x200 photograph (test), box (50, 150, 50, 50): the bottom-right corner, 16 x 8.
+    test = load_dataset("cub200", "test", data_dir=cub_dir, image_size=32)
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[24:, 16:] = True
+    assert torch.equal(test.masks[1], expected)
+    # Images and masks agree in every photograph: the red box is inside the mask, grey outside
+    # (a band of 2 px at the box's edge is left out, where resizing blends the colours).
+    for ds in (small, test, load_dataset("cub200", "train", data_dir=cub_dir)):
+        red = (ds.images[:, 0].int() - ds.images[:, 1].int()) > 60
+        eroded = -torch.nn.functional.max_pool2d(-ds.masks[:, None].float(), 5, 1, 2)[:, 0]
+        grown = torch.nn.functional.max_pool2d(ds.masks[:, None].float(), 5, 1, 2)[:, 0]
+        assert red[eroded.bool()].all() and not red[~grown.bool()].any()
+
+
+def test_box_masks_scale_with_each_image() -> None:
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 50.0], [10.5, 5.5, 0.2, 0.2]])
+    sizes = torch.tensor([[100, 200], [100, 100]])  # (height, width)
+    masks = box_masks(boxes, sizes, 64)
+    assert masks[0, :32, :32].all() and masks[0].sum() == 32 * 32
+    # A box between pixel centres still marks the pixel of its centre: (10.6, 5.6) * 0.64.
+    assert masks[1].sum() == 1 and masks[1, 3, 6]
+
+
+def test_cub_train_statistics_and_cache(cub_dir: Path, monkeypatch) -> None:
+    train = load_dataset("cub200", "train", data_dir=cub_dir)
+    test = load_dataset("cub200", "test", data_dir=cub_dir)
+    x = train.images.double().div(255).transpose(0, 1).reshape(3, -1)
+    assert np.allclose(test.mean, x.mean(1).numpy(), atol=1e-6)  # the train split's, for both
+    assert np.allclose(test.std, x.std(1, unbiased=False).numpy(), atol=1e-6)
+    assert train.mean == test.mean and train.std == test.std
+    cached = list((cub_dir / "CUB_200_2011" / folder_module.CACHE_DIRNAME).glob("cub200-*.pt"))
+    assert len(cached) == 2
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the cache is valid")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder_module, "decode_images_and_sizes", no_decoding)
+        again = load_dataset("cub200", "test", data_dir=cub_dir)
+    assert torch.equal(again.images, test.images) and torch.equal(again.masks, test.masks)
+    # Another size is another entry, decoded afresh.
+    assert load_dataset("cub200", "test", data_dir=cub_dir, image_size=64).image_size == 64
+
+
+def test_missing_cub_says_where_to_get_it_and_the_layout(tmp_path: Path, no_home_cache) -> None:
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("cub200", "train", data_dir=tmp_path)
+    message = str(info.value)
+    assert f"no CUB_200_2011 folder in {tmp_path}" in message
+    assert "https://www.vision.caltech.edu/datasets/cub_200_2011/" in message
+    assert "10.22002/D1.20098" in message and "--data-dir" in message
+    assert "images/<class>/<file>.jpg" in message and "bounding_boxes.txt" in message
+    cub = _write_cub(tmp_path)
+    (cub / "bounding_boxes.txt").unlink()
+    with pytest.raises(DatasetNotFoundError, match="lacks bounding_boxes.txt"):
+        load_dataset("cub200", "test", data_dir=tmp_path)
+
+
+def test_cub_with_a_missing_image_or_bad_annotations(tmp_path: Path, no_home_cache) -> None:
+    cub = _write_cub(tmp_path)
+    (cub / "images" / "002.Laysan_Albatross" / "b_2.jpg").unlink()
+    with pytest.raises(DatasetNotFoundError, match="b_2.jpg"):
+        load_dataset("cub200", "train", data_dir=tmp_path)
+    cub = _write_cub(tmp_path / "other")
+    (cub / "bounding_boxes.txt").write_text("1 0 0 10\n")
+    with pytest.raises(ValueError, match=r"bounding_boxes.txt:1: malformed line"):
+        load_dataset("cub200", "train", data_dir=tmp_path / "other")
+    (cub / "bounding_boxes.txt").write_text("1 0 0 10 10\n")
+    with pytest.raises(ValueError, match=r"no line for image id\(s\) 2, 3"):
+        load_dataset("cub200", "train", data_dir=tmp_path / "other")
+    _write_cub(tmp_path / "third")
+    bad = tmp_path / "third" / "CUB_200_2011" / "images" / "003.Sooty_Albatross" / "c_1.jpg"
+    bad.write_bytes(b"not a photograph")
+    with pytest.raises(UnreadableImageError, match="c_1.jpg"):
+        load_dataset("cub200", "test", data_dir=tmp_path / "third")
+
+
+def test_localize_on_cub_photographs_through_the_cli(cub_dir: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    # A few steps of a tiny attention model on the photographs; then the CLI scores where its
+    # maps point against the boxes (the scores of so short a run mean nothing: the wiring is
+    # what is checked).
+    run = tmp_path / "run"
+    attn_lib.train("vgg-att3-concat-pc", "cub200", data_dir=cub_dir, out_dir=run,
+                   preset="smoke", epochs=1, batch_size=2, progress=False)
+    capsys.readouterr()
+    assert main(["localize", "--checkpoint", str(run), "--data-dir", str(cub_dir),
+                 "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["method"] for row in rows} == {"attention", "uniform"}
+    uniform = next(row for row in rows if row["method"] == "uniform")
+    test = load_dataset("cub200", "test", data_dir=cub_dir)
+    assert uniform["images"] == 2
+    assert uniform["mass_in_mask"] == pytest.approx(test.masks.float().mean().item())

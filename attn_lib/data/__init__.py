@@ -6,8 +6,9 @@
     >>> for x, y in loader: ...                            # normalised, augmented on the GPU
 
 Datasets: ``synthetic`` (the offline default: a shape to find in clutter, with object masks),
-``cifar10``, ``cifar100``, ``svhn`` and ``svhn-extra`` (torchvision download) and ``folder``
-(your own ``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
+``cifar10``, ``cifar100``, ``svhn`` and ``svhn-extra`` (torchvision download), ``cub200``
+(CUB-200-2011 from its archive, bounding boxes as object masks) and ``folder`` (your own
+``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
 """
 
 from .base import (
@@ -19,6 +20,7 @@ from .base import (
     normalize,
     one_per_class,
 )
+from .cub import CUB_IMAGE_SIZE, load_cub200
 from .datasets import (
     CIFAR_STATS,
     DATASETS,
@@ -42,6 +44,7 @@ from .synthetic import make_synthetic
 
 __all__ = [
     "CIFAR_STATS",
+    "CUB_IMAGE_SIZE",
     "DATASETS",
     "SPLITS",
     "SVHN_STATS",
@@ -56,6 +59,7 @@ __all__ = [
     "default_cache_dir",
     "denormalize",
     "load_cifar",
+    "load_cub200",
     "load_dataset",
     "load_folder",
     "load_samples",

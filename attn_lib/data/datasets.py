@@ -1,5 +1,5 @@
 """Datasets by name: ``synthetic`` (offline default), ``cifar10``, ``cifar100``, ``svhn``,
-``svhn-extra`` and ``folder``."""
+``svhn-extra``, ``cub200`` and ``folder``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from .base import ArrayDataset, DatasetNotFoundError, check_split, mix_seed
+from .cub import load_cub200
 from .folder import default_cache_dir, load_folder
 from .synthetic import make_synthetic
 
-DATASETS = ("synthetic", "cifar10", "cifar100", "svhn", "svhn-extra", "folder")
+DATASETS = ("synthetic", "cifar10", "cifar100", "svhn", "svhn-extra", "cub200", "folder")
 #: Images per split of the synthetic dataset (``limit`` generates fewer).
 SYNTHETIC_SIZES = {"train": 10_000, "test": 2_000}
 #: Mixed into the seed so that each split of the synthetic set has its own images.
@@ -50,20 +51,23 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
         name: one of :data:`DATASETS`.
         split: ``"train"`` or ``"test"``.
         data_dir: for ``cifar10``/``cifar100``/``svhn``/``svhn-extra``, the download folder
-            (default ``~/.cache/attn-lib/datasets``); for ``folder``, the image tree
-            (required). Ignored by ``synthetic``.
+            (default ``~/.cache/attn-lib/datasets``); for ``cub200``, the folder holding the
+            extracted ``CUB_200_2011`` (see :mod:`attn_lib.data.cub`); for ``folder``, the image
+            tree (required). Ignored by ``synthetic``.
         download: CIFAR and SVHN only. ``None`` downloads if the files are missing, ``True``
             always checks/downloads, ``False`` never touches the network.
         limit: keep at most this many images (a seeded random draw; synthetic generates only
             ``limit`` images).
         seed: seed of the synthetic images (train and test use different seeds derived from it)
             and of the ``limit`` draw.
-        image_size: synthetic and folder only: the side of the images (folder images are resized).
+        image_size: synthetic, folder and cub200 only: the side of the images (folder and
+            cub200 images are resized; cub200 defaults to
+            :data:`attn_lib.data.cub.CUB_IMAGE_SIZE`, 96).
 
     Raises:
         ValueError: unknown name or split, bad ``limit``, ``folder`` without ``data_dir``.
         DatasetNotFoundError: the data is not on disk (and could not be downloaded).
-        UnreadableImageError (a ValueError): ``folder`` files that are not images.
+        UnreadableImageError (a ValueError): ``folder``/``cub200`` files that are not images.
         ModuleNotFoundError: ``svhn`` without scipy.
     """
     if name not in DATASETS:
@@ -82,6 +86,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
                 "train/<class>/<image> and test/<class>/<image>"
             )
         ds = load_folder(data_dir, split, image_size=image_size)
+    elif name == "cub200":
+        ds = load_cub200(split, data_dir, image_size=image_size)
     else:
         if image_size not in (None, 32):
             raise ValueError(f"{name} images are 32x32; image_size={image_size} is not supported")

@@ -229,23 +229,70 @@ def _cache_dirs(root: Path) -> list[Path]:
 
 
 def _load_cached(root: Path, key: str) -> Tensor | None:
+    arrays = load_cached_arrays(root, key, ("images",))
+    return None if arrays is None else arrays["images"]
+
+
+def _save_cached(root: Path, key: str, images: Tensor) -> None:
+    save_cached_arrays(root, key, {"images": images})
+
+
+def load_cached_arrays(root: Path, key: str, names: Sequence[str]) -> dict[str, Tensor] | None:
+    """The tensors cached under ``key`` for the data in ``root`` (see :func:`cache_key`), or
+    None when there is no readable entry holding all of ``names``."""
     for folder in _cache_dirs(root):
         path = folder / f"{key}.pt"
         if path.is_file():
             try:
-                return torch.load(path, map_location="cpu", weights_only=True)["images"]
+                arrays = torch.load(path, map_location="cpu", weights_only=True)
+                return {name: arrays[name] for name in names}
             except (OSError, RuntimeError, KeyError, EOFError):
                 continue  # unreadable cache: decode again (and overwrite it)
     return None
 
 
-def _save_cached(root: Path, key: str, images: Tensor) -> None:
+def save_cached_arrays(root: Path, key: str, arrays: dict[str, Tensor]) -> None:
+    """Cache ``arrays`` under ``key``: next to the data, else in the home folder, else not at
+    all (no cache is not an error). Written atomically: a killed process leaves no half file."""
     for folder in _cache_dirs(root):
         try:
-            _atomic_write(folder / f"{key}.pt", lambda f: torch.save({"images": images}, f))
+            _atomic_write(folder / f"{key}.pt", lambda f: torch.save(arrays, f))
             return
         except OSError:
-            continue  # read-only data folder: try the next place; no cache is not an error
+            continue  # read-only data folder: try the next place
+
+
+def cache_key(prefix: str, parts: Sequence[str], files: Sequence[str]) -> str:
+    """A cache key that changes when any of ``files`` is added, removed or modified (name, size
+    and modification time), or any of ``parts`` (the folder, the image size...) changes."""
+    digest = hashlib.sha1("|".join([str(_CACHE_VERSION), *parts]).encode())
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{prefix}-{len(files)}-{digest.hexdigest()[:16]}"
+
+
+def cached_stats(root: Path, key: str, images: Callable[[], Tensor], cache: bool = True
+                 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std (:func:`channel_stats`) of ``images()``, kept in a small JSON file
+    under ``key``: the test split needs the train statistics without decoding the train split."""
+    if cache:
+        for folder in _cache_dirs(root):
+            try:
+                stats = json.loads((folder / f"{key}.json").read_text())
+                return tuple(stats["mean"]), tuple(stats["std"])
+            except (OSError, ValueError, KeyError):
+                continue
+    mean, std = channel_stats(images())
+    if cache:
+        text = json.dumps({"mean": mean, "std": std}).encode()
+        for folder in _cache_dirs(root):
+            try:
+                _atomic_write(folder / f"{key}.json", lambda f: f.write(text))
+                break
+            except OSError:
+                continue
+    return mean, std
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -279,23 +326,9 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...],
 def _train_stats(root: Path, train: _Listing, image_size: int | None, cache: bool,
                  train_images: Tensor | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std of the train split, from a small JSON cache or by loading the train split."""
-    key = f"stats-{train.key}"
-    if cache:
-        for folder in _cache_dirs(root):
-            try:
-                stats = json.loads((folder / f"{key}.json").read_text())
-                return tuple(stats["mean"]), tuple(stats["std"])
-            except (OSError, ValueError, KeyError):
-                continue
-    if train_images is None:
-        train_images = load_folder(root, "train", image_size, (0, 0, 0), (1, 1, 1), cache).images
-    mean, std = channel_stats(train_images)
-    if cache:
-        text = json.dumps({"mean": mean, "std": std}).encode()
-        for folder in _cache_dirs(root):
-            try:
-                _atomic_write(folder / f"{key}.json", lambda f: f.write(text))
-                break
-            except OSError:
-                continue
-    return mean, std
+    def images() -> Tensor:
+        if train_images is not None:
+            return train_images
+        return load_folder(root, "train", image_size, (0, 0, 0), (1, 1, 1), cache).images
+
+    return cached_stats(root, f"stats-{train.key}", images, cache)
