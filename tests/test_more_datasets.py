@@ -184,6 +184,46 @@ def test_svhn_extra_adds_the_extra_images_to_train_only(tmp_path: Path, svhn_fil
     assert len(load_dataset("svhn-extra", "train", data_dir=tmp_path, limit=5)) == 5
 
 
+def test_svhn_downloads_a_missing_file(tmp_path: Path, svhn_files, monkeypatch) -> None:
+    # The Colab path, offline: the missing test file is fetched (from a server on this machine,
+    # with its md5 checked for real) into data_dir/svhn, then read; the present one is not.
+    import http.server
+    import threading
+
+    from torchvision.datasets import SVHN
+
+    served = (tmp_path / "svhn" / "test_32x32.mat").read_bytes()
+    (tmp_path / "svhn" / "test_32x32.mat").unlink()
+    requests = []
+
+    class MatFile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served)))
+            self.end_headers()
+            self.wfile.write(served)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MatFile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for part in ("train", "test"):
+            _url, name, md5 = SVHN.split_list[part]
+            url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+            monkeypatch.setitem(SVHN.split_list, part, [url, name, md5])
+        test = load_dataset("svhn", "test", data_dir=tmp_path)  # download=None: missing
+        train = load_dataset("svhn", "train", data_dir=tmp_path)  # present: no request
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert set(requests) == {"/test_32x32.mat"}  # torchvision may ask twice (redirects)
+    assert torch.equal(test.images, torch.from_numpy(svhn_files["test"][0]))
+    assert torch.equal(train.images, torch.from_numpy(svhn_files["train"][0]))
+
+
 def test_svhn_with_a_damaged_file_explains_how_to_get_it(tmp_path: Path, svhn_files) -> None:
     (tmp_path / "svhn" / "test_32x32.mat").write_bytes(b"half a download")
     with pytest.raises(DatasetNotFoundError) as info:
