@@ -28,9 +28,11 @@ the scaled box (what resizing a full-resolution box mask with nearest neighbours
 box smaller than a pixel still marks the pixel holding its centre. So ``python -m attn_lib
 localize`` and the study's localisation scores work on real photographs.
 
-Decoding the ~12,000 JPEGs takes about a minute; the decoded split is cached like a
-:func:`~attn_lib.data.load_folder` tree (in ``CUB_200_2011/.attn_lib_cache`` or, when that is
-read-only, ``~/.cache/attn-lib/folders``), with the mean/std of the train split.
+Decoding the ~12,000 JPEGs (about 500x375 each) takes minutes on two CPU cores, so each split
+is decoded once, resized as it is decoded (the full-size photographs never sit in memory), and
+cached like a :func:`~attn_lib.data.load_folder` tree (in ``CUB_200_2011/.attn_lib_cache`` or,
+when that is read-only, ``~/.cache/attn-lib/folders``), with the mean/std of the train split.
+At 96x96 the two splits take 326 MB as uint8, their masks 109 MB.
 """
 
 from __future__ import annotations
