@@ -52,7 +52,8 @@ class ArrayDataset:
         labels: int64 (N,) class indices into ``classes``.
         classes: class names.
         mean, std: per-channel statistics in [0, 1] units, used to normalise model inputs.
-        masks: bool (N, H, W) ground-truth object masks, or None (only synthetic data has them).
+        masks: bool (N, H, W) ground-truth object masks, or None (synthetic data has them, and
+            cub200 its bounding boxes).
         name: the dataset's name, e.g. ``"cifar10"``.
     """
 
