@@ -459,7 +459,8 @@ def test_stalled_cifar_download_fails_with_help(tmp_path: Path, monkeypatch) -> 
 
 
 def test_dispatcher_rejects_unknown_names_and_splits(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="accepted: synthetic, cifar10, cifar100, folder"):
+    with pytest.raises(ValueError, match="accepted: synthetic, cifar10, cifar100, svhn, "
+                                         "svhn-extra, cub200, folder"):
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="accepted: train, test"):
         load_dataset("synthetic", "validation")
@@ -467,4 +468,5 @@ def test_dispatcher_rejects_unknown_names_and_splits(tmp_path: Path) -> None:
         load_dataset("folder")
     with pytest.raises(ValueError, match="limit"):
         load_dataset("synthetic", limit=0)
-    assert DATASETS == ("synthetic", "cifar10", "cifar100", "folder")
+    assert DATASETS == ("synthetic", "cifar10", "cifar100", "svhn", "svhn-extra", "cub200",
+                        "folder")

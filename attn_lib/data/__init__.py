@@ -6,7 +6,8 @@
     >>> for x, y in loader: ...                            # normalised, augmented on the GPU
 
 Datasets: ``synthetic`` (the offline default: a shape to find in clutter, with object masks),
-``cifar10`` and ``cifar100`` (torchvision download) and ``folder`` (your own
+``cifar10``, ``cifar100``, ``svhn`` and ``svhn-extra`` (torchvision download), ``cub200``
+(CUB-200-2011 from its archive, bounding boxes as object masks) and ``folder`` (your own
 ``DIR/{train,test}/<class>/<image>`` tree, decoded once and cached).
 """
 
@@ -14,11 +15,21 @@ from .base import (
     SPLITS,
     ArrayDataset,
     DatasetNotFoundError,
+    UnreadableImageError,
     denormalize,
     normalize,
     one_per_class,
 )
-from .datasets import CIFAR_STATS, DATASETS, SYNTHETIC_SIZES, load_cifar, load_dataset
+from .cub import CUB_IMAGE_SIZE, load_cub200
+from .datasets import (
+    CIFAR_STATS,
+    DATASETS,
+    SVHN_STATS,
+    SYNTHETIC_SIZES,
+    load_cifar,
+    load_dataset,
+    load_svhn,
+)
 from .folder import channel_stats, default_cache_dir, load_folder
 from .loaders import (
     DeviceLoader,
@@ -33,21 +44,26 @@ from .synthetic import make_synthetic
 
 __all__ = [
     "CIFAR_STATS",
+    "CUB_IMAGE_SIZE",
     "DATASETS",
     "SPLITS",
+    "SVHN_STATS",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_SIZES",
     "ArrayDataset",
     "DatasetNotFoundError",
     "DeviceLoader",
+    "UnreadableImageError",
     "channel_stats",
     "crop_flip",
     "default_cache_dir",
     "denormalize",
     "load_cifar",
+    "load_cub200",
     "load_dataset",
     "load_folder",
     "load_samples",
+    "load_svhn",
     "make_samples",
     "make_synthetic",
     "normalize",

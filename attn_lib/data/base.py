@@ -19,6 +19,30 @@ class DatasetNotFoundError(FileNotFoundError):
     """The files of a dataset are not where we looked; the message says how to get them."""
 
 
+class UnreadableImageError(ValueError):
+    """Files of a dataset that are not decodable images (corrupt, truncated, not images).
+
+    Attributes:
+        problems: ``(path, reason)`` for every such file.
+    """
+
+    #: Files named in the message; the rest are counted.
+    SHOWN = 5
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(f"{path} ({reason})" for path, reason in self.problems[:self.SHOWN])
+        more = len(self.problems) - self.SHOWN
+        count = len(self.problems)
+        super().__init__(
+            f"{count} file{'s' if count > 1 else ''} could not be read as an image: {shown}"
+            + (f"; and {more} more" if more > 0 else "")
+            + ". Delete or replace (copy or download again) "
+            + ("these files" if count > 1 else "this file")
+            + ", then load the data again; nothing was cached from this attempt."
+        )
+
+
 @dataclass
 class ArrayDataset:
     """A labelled image set held in memory.
@@ -28,7 +52,8 @@ class ArrayDataset:
         labels: int64 (N,) class indices into ``classes``.
         classes: class names.
         mean, std: per-channel statistics in [0, 1] units, used to normalise model inputs.
-        masks: bool (N, H, W) ground-truth object masks, or None (only synthetic data has them).
+        masks: bool (N, H, W) ground-truth object masks, or None (synthetic data has them, and
+            cub200 its bounding boxes).
         name: the dataset's name, e.g. ``"cifar10"``.
     """
 

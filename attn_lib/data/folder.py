@@ -4,6 +4,12 @@ Every image is decoded once into one uint8 tensor. Decoding tens of thousands of
 takes long, so the result is cached in ``DIR/.attn_lib_cache/`` (or ``~/.cache/attn-lib`` when
 ``DIR`` is read-only), keyed by the folder, the image size and the name, size and modification
 time of every file: adding, removing or editing an image gives a new key and a fresh decode.
+
+A file that is not a readable image (corrupt, truncated, or no image at all under an image
+name) stops the load with :class:`UnreadableImageError`, which names every such file and the fix
+(delete or replace it). The file is not skipped: skipping would silently change which images a
+split holds, and so the numbers measured on it, while one rerun after the fix costs little.
+Nothing is cached from a load that failed, so the fixed folder is decoded afresh.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .base import ArrayDataset, DatasetNotFoundError, check_split
+from .base import ArrayDataset, DatasetNotFoundError, UnreadableImageError, check_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CACHE_DIRNAME = ".attn_lib_cache"
@@ -57,6 +63,7 @@ def load_folder(root: str | os.PathLike, split: str = "train", image_size: int |
 
     Raises:
         DatasetNotFoundError: ``root`` or the split folder is missing or holds no images.
+        UnreadableImageError: files that are not readable images (see module docstring).
         ValueError: images of different sizes and no ``image_size``.
     """
     root = Path(root).expanduser().resolve()
@@ -134,29 +141,53 @@ def _list_images(root: Path, split: str, classes: list[str], image_size: int | N
 
 
 def decode_images(files: Sequence[str | os.PathLike], image_size: int | None = None) -> Tensor:
-    """Decode image files into one uint8 (N, 3, H, W) tensor (RGB; resized if asked)."""
+    """Decode image files into one uint8 (N, 3, H, W) tensor (RGB; resized if asked).
+
+    Raises:
+        UnreadableImageError: some files are not decodable images (all of them are named).
+        ValueError: images of different sizes and no ``image_size``.
+    """
+    return decode_images_and_sizes(files, image_size)[0]
+
+
+def decode_images_and_sizes(files: Sequence[str | os.PathLike], image_size: int | None = None
+                            ) -> tuple[Tensor, Tensor]:
+    """Like :func:`decode_images`, also returning each file's own (height, width), int64 (N, 2),
+    for annotations given in the original pixels (bounding boxes)."""
+    # torchvision is imported here, not at module level: it adds about a second to every
+    # process that imports attn_lib.data, most of which never decode a folder.
+    from torchvision.transforms.functional import resize
+
+    def decode(path: str | os.PathLike) -> tuple[Tensor, tuple[int, int]] | str:
+        image = _decode(path)
+        if isinstance(image, str):
+            return image
+        size = (int(image.shape[1]), int(image.shape[2]))
+        if image_size is not None and size != (image_size, image_size):
+            # Resized in the worker: a split of full-size photographs never sits in memory.
+            image = resize(image, [image_size, image_size], antialias=True)
+        return image, size
+
     with warnings.catch_warnings(), ThreadPoolExecutor(_DECODE_THREADS) as pool:
         # torchvision >= 0.29 deprecates its decoders (for TorchCodec); they are still twice
         # as fast as PIL on small JPEGs, so use them while they exist, quietly.
         warnings.simplefilter("ignore", DeprecationWarning)
         # The decoders release the GIL: threads overlap file reads and decoding.
-        images = list(pool.map(_decode, files, chunksize=256))
-    # torchvision is imported here, not at module level: it adds about a second to every
-    # process that imports attn_lib.data, most of which never decode a folder.
-    from torchvision.transforms.functional import resize
-
-    first_shape = None
-    for index, (path, image) in enumerate(zip(files, images)):
-        if image_size is not None and tuple(image.shape[1:]) != (image_size, image_size):
-            images[index] = resize(image, [image_size, image_size], antialias=True)
-        elif first_shape is None:
-            first_shape = (path, image.shape)
-        elif image.shape != first_shape[1]:
-            raise ValueError(
-                f"images differ in size: {first_shape[0]} is {tuple(first_shape[1][1:])}, "
-                f"{path} is {tuple(image.shape[1:])}; pass image_size= to resize them all"
-            )
-    return torch.stack(images)
+        results = list(pool.map(decode, files))
+    problems = [(str(path), r) for path, r in zip(files, results) if isinstance(r, str)]
+    if problems:
+        raise UnreadableImageError(problems)
+    images = [r[0] for r in results]  # type: ignore[index]
+    if image_size is None:
+        first = images[0].shape if images else None
+        for path, image in zip(files, images):
+            if image.shape != first:
+                raise ValueError(
+                    f"images differ in size: {files[0]} is {tuple(first[1:])}, "
+                    f"{path} is {tuple(image.shape[1:])}; pass image_size= to resize them all"
+                )
+    sizes = torch.tensor([r[1] for r in results], dtype=torch.int64).view(-1, 2)  # type: ignore[index]
+    return torch.stack(images), sizes
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,15 +200,26 @@ def _torchvision_decoder() -> Callable[[str], Tensor] | None:
     return lambda path: decode_image(read_file(path), mode=ImageReadMode.RGB)
 
 
-def _decode(path: str | os.PathLike) -> Tensor:
+#: What PIL raises for a file that is not an image it can read: UnidentifiedImageError (an
+#: OSError) for an unknown format or an empty file, OSError for a truncated one, SyntaxError
+#: or ValueError for some broken headers, DecompressionBombError for absurd sizes.
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _decode(path: str | os.PathLike) -> Tensor | str:
+    """The RGB pixels (3, H, W) of one file, or a one-line reason why it is not an image."""
     decoder = _torchvision_decoder()
     if decoder is not None:
         try:
             return decoder(str(path))
         except RuntimeError:
-            pass  # a format torchvision cannot decode (BMP, TIFF): PIL below
-    with Image.open(path) as pil:
-        array = np.asarray(pil.convert("RGB"))
+            # A format torchvision cannot decode (BMP, TIFF), or a broken file: PIL decides.
+            pass
+    try:
+        with Image.open(path) as pil:
+            array = np.asarray(pil.convert("RGB"))
+    except _PIL_ERRORS as error:
+        return f"{type(error).__name__}: {error}"
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -187,23 +229,70 @@ def _cache_dirs(root: Path) -> list[Path]:
 
 
 def _load_cached(root: Path, key: str) -> Tensor | None:
+    arrays = load_cached_arrays(root, key, ("images",))
+    return None if arrays is None else arrays["images"]
+
+
+def _save_cached(root: Path, key: str, images: Tensor) -> None:
+    save_cached_arrays(root, key, {"images": images})
+
+
+def load_cached_arrays(root: Path, key: str, names: Sequence[str]) -> dict[str, Tensor] | None:
+    """The tensors cached under ``key`` for the data in ``root`` (see :func:`cache_key`), or
+    None when there is no readable entry holding all of ``names``."""
     for folder in _cache_dirs(root):
         path = folder / f"{key}.pt"
         if path.is_file():
             try:
-                return torch.load(path, map_location="cpu", weights_only=True)["images"]
+                arrays = torch.load(path, map_location="cpu", weights_only=True)
+                return {name: arrays[name] for name in names}
             except (OSError, RuntimeError, KeyError, EOFError):
                 continue  # unreadable cache: decode again (and overwrite it)
     return None
 
 
-def _save_cached(root: Path, key: str, images: Tensor) -> None:
+def save_cached_arrays(root: Path, key: str, arrays: dict[str, Tensor]) -> None:
+    """Cache ``arrays`` under ``key``: next to the data, else in the home folder, else not at
+    all (no cache is not an error). Written atomically: a killed process leaves no half file."""
     for folder in _cache_dirs(root):
         try:
-            _atomic_write(folder / f"{key}.pt", lambda f: torch.save({"images": images}, f))
+            _atomic_write(folder / f"{key}.pt", lambda f: torch.save(arrays, f))
             return
         except OSError:
-            continue  # read-only data folder: try the next place; no cache is not an error
+            continue  # read-only data folder: try the next place
+
+
+def cache_key(prefix: str, parts: Sequence[str], files: Sequence[str]) -> str:
+    """A cache key that changes when any of ``files`` is added, removed or modified (name, size
+    and modification time), or any of ``parts`` (the folder, the image size...) changes."""
+    digest = hashlib.sha1("|".join([str(_CACHE_VERSION), *parts]).encode())
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{prefix}-{len(files)}-{digest.hexdigest()[:16]}"
+
+
+def cached_stats(root: Path, key: str, images: Callable[[], Tensor], cache: bool = True
+                 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std (:func:`channel_stats`) of ``images()``, kept in a small JSON file
+    under ``key``: the test split needs the train statistics without decoding the train split."""
+    if cache:
+        for folder in _cache_dirs(root):
+            try:
+                stats = json.loads((folder / f"{key}.json").read_text())
+                return tuple(stats["mean"]), tuple(stats["std"])
+            except (OSError, ValueError, KeyError):
+                continue
+    mean, std = channel_stats(images())
+    if cache:
+        text = json.dumps({"mean": mean, "std": std}).encode()
+        for folder in _cache_dirs(root):
+            try:
+                _atomic_write(folder / f"{key}.json", lambda f: f.write(text))
+                break
+            except OSError:
+                continue
+    return mean, std
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -237,23 +326,9 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...],
 def _train_stats(root: Path, train: _Listing, image_size: int | None, cache: bool,
                  train_images: Tensor | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std of the train split, from a small JSON cache or by loading the train split."""
-    key = f"stats-{train.key}"
-    if cache:
-        for folder in _cache_dirs(root):
-            try:
-                stats = json.loads((folder / f"{key}.json").read_text())
-                return tuple(stats["mean"]), tuple(stats["std"])
-            except (OSError, ValueError, KeyError):
-                continue
-    if train_images is None:
-        train_images = load_folder(root, "train", image_size, (0, 0, 0), (1, 1, 1), cache).images
-    mean, std = channel_stats(train_images)
-    if cache:
-        text = json.dumps({"mean": mean, "std": std}).encode()
-        for folder in _cache_dirs(root):
-            try:
-                _atomic_write(folder / f"{key}.json", lambda f: f.write(text))
-                break
-            except OSError:
-                continue
-    return mean, std
+    def images() -> Tensor:
+        if train_images is not None:
+            return train_images
+        return load_folder(root, "train", image_size, (0, 0, 0), (1, 1, 1), cache).images
+
+    return cached_stats(root, f"stats-{train.key}", images, cache)
