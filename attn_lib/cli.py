@@ -3,8 +3,8 @@
 With no arguments it runs the main job: train ``vgg-att3-concat-pc`` on the synthetic data
 (narrow on a CPU, a few minutes on two cores; full width on a GPU) and leave a checkpoint,
 metrics and an attention-map PNG in ``runs/``. Mistakes a user can make (bad paths, corrupt
-checkpoints, missing data, bad option values) end with one ``error: ...`` line and exit status
-2; a diverging loss ends with exit status 1.
+checkpoints, missing data or optional packages, bad option values) end with one ``error: ...``
+line and exit status 2; a diverging loss ends with exit status 1.
 """
 
 from __future__ import annotations
@@ -298,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from .training import NonFiniteLossError
 
-        if args.debug or not isinstance(exc, (ValueError, FileNotFoundError,
+        # A missing optional package (scipy for SVHN, ...) is the user's to install: one line.
+        if args.debug or not isinstance(exc, (ValueError, FileNotFoundError, ImportError,
                                               NonFiniteLossError)):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__

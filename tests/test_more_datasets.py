@@ -455,3 +455,24 @@ def test_reproduce_runs_on_cifar100(tmp_path: Path, monkeypatch) -> None:
     assert result.results["references"][model] == REFERENCES["cifar100"][model]
     text = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| `vgg-att3-concat-pc` | 77.03 | paper, Table 1 (top-1 error 22.97%)" in text
+
+
+def test_cli_reports_a_missing_optional_package_in_one_line(monkeypatch, tmp_path, capsys):
+    """scipy (SVHN's .mat reader) missing: one error line naming the install, no traceback."""
+    import builtins
+
+    from attn_lib.cli import main
+
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name == "scipy" or name.startswith("scipy."):
+            raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    code = main(["train", "--dataset", "svhn", "--data-dir", str(tmp_path), "--out",
+                 str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "pip install scipy" in err and len(err.splitlines()) == 1

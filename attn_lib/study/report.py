@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -262,7 +263,8 @@ def plot_study_attention(results: dict[str, Any], test_set: Any, runs_dir: Path,
     axes = fig.subplots(n, ncols, squeeze=False)
     for i in range(n):
         rgb = to_rgb_image(test_set.images[indices[i]])
-        _show(axes[i, 0], rgb, _class_name(int(test_set.labels[indices[i]]), test_set.classes),
+        name = _class_name(int(test_set.labels[indices[i]]), test_set.classes)
+        _show(axes[i, 0], rgb, textwrap.shorten(name.replace("_", " "), 24, placeholder="…"),
               "black")
         for j, (title, maps) in enumerate(columns, start=1):
             _show(axes[i, j], overlay_attention(rgb, maps[i], alpha=0.5), title if i == 0 else "",
