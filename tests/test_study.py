@@ -196,19 +196,26 @@ def test_study_resumes_a_run_killed_mid_training(tmp_path, monkeypatch) -> None:
     import attn_lib.training.loop as loop
 
     real_append = loop.append_metrics
+    calls = []
 
-    def die_after_first_epoch(run_dir, row):
+    def die_in_the_second_run(run_dir, row):
         real_append(run_dir, row)
-        raise KeyboardInterrupt  # as if killed after epoch 1 was checkpointed
+        calls.append(row["epoch"])
+        if len(calls) == 3:  # vgg's epochs 1 and 2, then epoch 1 of the dp run
+            raise KeyboardInterrupt  # as if killed after that epoch was checkpointed
 
-    settings = dict(SMOKE, models=["vgg-att3-concat-dp"], epochs=2)
-    monkeypatch.setattr(loop, "append_metrics", die_after_first_epoch)
+    settings = dict(SMOKE, models=["vgg", "vgg-att3-concat-dp"], epochs=2)
+    out = tmp_path / "out"
+    monkeypatch.setattr(loop, "append_metrics", die_in_the_second_run)
     with pytest.raises(KeyboardInterrupt):
-        reproduce(out_dir=tmp_path / "out", runs_dir=tmp_path / "runs", **settings)
+        reproduce(out_dir=out, runs_dir=tmp_path / "runs", **settings)
+    # The finished run's numbers were written before the second run started.
+    partial = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in partial["runs"]] == ["vgg"]
     monkeypatch.setattr(loop, "append_metrics", real_append)
-    result = reproduce(out_dir=tmp_path / "out", runs_dir=tmp_path / "runs", **settings)
-    (run,) = result.results["runs"]
-    assert [row["epoch"] for row in run["history"]] == [1, 2]
+    result = reproduce(out_dir=out, runs_dir=tmp_path / "runs", **settings)
+    assert [r["model"] for r in result.results["runs"]] == ["vgg", "vgg-att3-concat-dp"]
+    assert [row["epoch"] for row in result.results["runs"][1]["history"]] == [1, 2]
 
 
 def test_study_refuses_bad_plans(tmp_path) -> None:

@@ -107,30 +107,37 @@ def reproduce(
     # study already compares all models.
     plan = [(m, s) for s in seeds for m in models]
     started = time.perf_counter()
-    records = []
+    study = {"dataset": dataset, "scale": scale, "scale_description": spec.description,
+             "models": list(models), "seeds": list(seeds), "train": train_kw,
+             "data_source": _data_source(dataset, data_dir, test_set),
+             "test_images": len(test_set), "epsilons": list(EPSILONS), "runs_dir": str(runs)}
+    records: list[dict[str, Any]] = []
     bar = tqdm(plan, desc=f"study {dataset}-{scale}", unit="run", disable=not progress)
     for model_name, seed in bar:
         bar.set_postfix_str(f"{model_name} seed {seed}")
         run_dir = runs / run_name(model_name, seed)
         records.append(run_one(model_name, seed, dataset, run_dir, test_set, train_kw,
                                data_dir=data_dir, device=dev, progress=progress))
+        if len(records) < len(plan):
+            # The tables so far, so a study cut short (a time limit, a lost runtime) still
+            # leaves its numbers; the figures come at the end.
+            _report(study, records, models, dev, started, out, test_set, runs, figures=False)
     bar.close()
-    records.sort(key=lambda r: (models.index(r["model"]), r["seed"]))
-    results = {
-        "study": {"dataset": dataset, "scale": scale, "scale_description": spec.description,
-                  "models": list(models), "seeds": list(seeds), "train": train_kw,
-                  "data_source": _data_source(dataset, data_dir, test_set),
-                  "test_images": len(test_set), "epsilons": list(EPSILONS),
-                  "runs_dir": str(runs)},
-        "environment": environment(dev),
-        "wall_s": time.perf_counter() - started,
-        "train_s": sum(r["train_time_s"] for r in records),
-        "runs": records,
-    }
+    results = _report(study, records, models, dev, started, out, test_set, runs, figures)
+    return StudyResult(results, out)
+
+
+def _report(study: dict[str, Any], records: list[dict[str, Any]], models: Sequence[str],
+            dev: torch.device, started: float, out: Path, test_set: ArrayDataset, runs: Path,
+            figures: bool) -> dict[str, Any]:
     from .report import write_report
 
+    ordered = sorted(records, key=lambda r: (models.index(r["model"]), r["seed"]))
+    results = {"study": study, "environment": environment(dev),
+               "wall_s": time.perf_counter() - started,
+               "train_s": sum(r["train_time_s"] for r in ordered), "runs": ordered}
     write_report(results, out, test_set=test_set, runs_dir=runs, figures=figures)
-    return StudyResult(results, out)
+    return results
 
 
 def _check_plan(models: Sequence[str], seeds: Sequence[int]) -> None:
