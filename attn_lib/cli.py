@@ -108,6 +108,7 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device (default: GPU if any)")
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    help="skip the PNG figures")
+    p.add_argument("--note", help="a sentence for the report, e.g. where the data comes from")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -266,7 +267,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     result = reproduce(args.dataset, args.scale, models=args.models, seeds=args.seeds,
                        data_dir=args.data_dir, out_dir=args.out, runs_dir=args.runs_dir,
                        device=args.device, epochs=args.epochs, progress=not args.quiet,
-                       figures=args.figures)
+                       figures=args.figures, note=args.note)
     for model, summary in result.results["summary"].items():
         mean, std = summary["test_acc"]
         print(f"{model:22s} test accuracy {100 * mean:6.2f} ± {100 * std:.2f} % over "

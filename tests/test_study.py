@@ -161,7 +161,7 @@ SMOKE = dict(scale="smoke", models=["vgg", "vgg-att3-concat-pc"], seeds=[0], epo
 
 def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) -> None:
     out, runs = tmp_path / "results", tmp_path / "runs"
-    result = reproduce(out_dir=out, runs_dir=runs, **SMOKE)
+    result = reproduce(out_dir=out, runs_dir=runs, note="A note for the reader.", **SMOKE)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["RESULTS.md", "accuracy.png", "attention.png", "fgsm.png", "results.json"]
     saved = json.loads((out / "results.json").read_text())
@@ -177,6 +177,7 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
     assert result.results["summary"]["vgg"]["seeds"] == [0]
     text = (out / "RESULTS.md").read_text()
     assert "| `vgg-att3-concat-pc` |" in text and "FGSM ε=8/255" in text
+    assert "A note for the reader." in text and saved["study"]["runs_dir"] == "runs"
     assert f"{100 * run['vgg']['test_acc']:.2f}" in text
 
     # A rerun trains nothing: every run is evaluated already.

@@ -109,6 +109,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Scale: {study['scale_description']}. Data: {study['data_source']}. Seeds: "
         f"{', '.join(map(str, study['seeds']))}.",
+        *([study["note"]] if study.get("note") else []),
         f"Measured on {env['device_name']} ({env['device']}, {env['torch_threads']} torch "
         f"threads), torch {env['torch']}, {env['date']}. Training took "
         f"{_minutes(results['train_s'])} in all (sum over runs); the last call of the study "

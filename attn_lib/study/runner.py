@@ -68,6 +68,7 @@ def reproduce(
     epochs: int | None = None,
     progress: bool = True,
     figures: bool = True,
+    note: str | None = None,
 ) -> StudyResult:
     """Train and evaluate every model x seed of a study, then write its results folder.
 
@@ -85,6 +86,8 @@ def reproduce(
         epochs: override the scale's epochs (for a shorter try; recorded in the results).
         progress: a progress bar over the study's runs (and each run's epochs).
         figures: write the PNG figures (needs matplotlib).
+        note: a sentence for the report about the data or the run (e.g. where a local copy
+            of the data comes from), kept in results.json and printed in RESULTS.md.
 
     Returns:
         :class:`StudyResult` ``(results, out_dir)``.
@@ -110,7 +113,9 @@ def reproduce(
     study = {"dataset": dataset, "scale": scale, "scale_description": spec.description,
              "models": list(models), "seeds": list(seeds), "train": train_kw,
              "data_source": _data_source(dataset, data_dir, test_set),
-             "test_images": len(test_set), "epsilons": list(EPSILONS), "runs_dir": str(runs)}
+             "test_images": len(test_set), "epsilons": list(EPSILONS),
+             # a local path says nothing on another machine: keep the folder's name
+             "runs_dir": runs.name if runs.is_absolute() else str(runs), "note": note}
     records: list[dict[str, Any]] = []
     bar = tqdm(plan, desc=f"study {dataset}-{scale}", unit="run", disable=not progress)
     for model_name, seed in bar:
@@ -236,8 +241,10 @@ def evaluate_model(model: nn.Module, test_set: ArrayDataset, *,
 def _data_source(dataset: str, data_dir: Any, test_set: ArrayDataset) -> str:
     if dataset == "synthetic":
         return "synthetic shapes in clutter, generated offline (attn_lib.data.synthetic)"
-    where = f"from {data_dir}" if data_dir else "downloaded by torchvision"
-    return f"{dataset} {where} ({len(test_set)} test images)"
+    if not data_dir:
+        return f"{dataset} downloaded by torchvision ({len(test_set)} test images)"
+    kind = "an image tree" if (Path(data_dir) / "train").is_dir() else "a local copy"
+    return f"{dataset} read from {kind} ({len(test_set)} test images)"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
