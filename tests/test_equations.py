@@ -15,6 +15,7 @@ from the model's own parts step by step, as Sec. 3.3 of the paper describes it, 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -137,6 +138,42 @@ def test_estimator_scores_stay_in_fp32_under_autocast():
         result = estimator(local.bfloat16(), global_.bfloat16())
     assert {result.scores.dtype, result.attention.dtype, result.descriptor.dtype} == {torch.float32}
     assert result.scores.tolist() == grid(PC_SCORES).tolist()
+
+
+def test_defaults_are_the_papers_softmax_sum_and_pc():
+    local, _, _ = tensors()
+    weights = [[0.2, 0.3, 0.5], [0.9, 0.6, 0.1]]
+    torch.testing.assert_close(normalize_scores(grid(DP_SCORES)),
+                               grid([softmax(s) for s in DP_SCORES]))
+    sums = [weighted(w, v, mean=False) for w, v in zip(weights, LOCAL)]
+    torch.testing.assert_close(attend(local, grid(weights)), torch.tensor(sums))
+    estimator = AttentionEstimator(2, 3)
+    assert (estimator.compatibility, estimator.normalize) == ("pc", "softmax")
+    assert estimator.project_local is not None and estimator.project_global is None
+    assert estimator.u.shape == (3,)
+    assert AttentionEstimator(2, 2, compatibility="dp").compatibility == "dp"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("compatibility", "cos", "compatibility must be one of pc, dp; got 'cos'"),
+    ("normalize", "tanh", "normalize must be one of softmax, sigmoid; got 'tanh'"),
+    ("match", "pad", "match must be one of project_l, project_g; got 'pad'"),
+])
+def test_bad_estimator_options_are_named(option, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AttentionEstimator(2, 3, **{option: value})
+
+
+def test_unknown_normalisation_is_named():
+    message = "unknown attention normalisation 'tanh'; expected one of softmax, sigmoid"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        normalize_scores(grid(DP_SCORES), "tanh")
+
+
+def test_u_starts_at_the_scale_one_over_sqrt_width():
+    # <u, l> then has the scale of one feature, whatever the width (width 4096: std 1/64).
+    estimator = AttentionEstimator(4096, 4096)
+    assert float(estimator.u.std()) == pytest.approx(1 / 64, rel=0.05)
 
 
 # --- width matching: project_l (1x1 conv on l) and project_g (linear map of g) ---------------
