@@ -84,14 +84,23 @@ def grid(values: list[list[float]]) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)[:, None, None, :]
 
 
+def column(values: list[list[float]]) -> torch.Tensor:
+    """The same numbers laid out as a 3x1 grid, (N, 1, 3, 1): the map keeps the grid's shape."""
+    return grid(values).transpose(2, 3)
+
+
 def test_pc_scores_add_u_dot_g_of_each_images_own_g():
     local, global_, u = tensors()
     assert pc_compatibility(local, global_, u).tolist() == grid(PC_SCORES).tolist()
+    scores = pc_compatibility(local.transpose(2, 3), global_, u)
+    assert scores.shape == (2, 1, 3, 1) and scores.tolist() == column(PC_SCORES).tolist()
 
 
 def test_dp_scores_pair_each_image_with_its_own_g():
     local, global_, _ = tensors()
     assert dp_compatibility(local, global_).tolist() == grid(DP_SCORES).tolist()
+    scores = dp_compatibility(local.transpose(2, 3), global_)
+    assert scores.shape == (2, 1, 3, 1) and scores.tolist() == column(DP_SCORES).tolist()
 
 
 def test_softmax_normalises_over_the_positions_of_each_image():
