@@ -182,7 +182,7 @@ def test_unknown_normalisation_is_named():
 def test_u_starts_at_the_scale_one_over_sqrt_width():
     # <u, l> then has the scale of one feature, whatever the width (width 4096: std 1/64).
     estimator = AttentionEstimator(4096, 4096)
-    assert float(estimator.u.std()) == pytest.approx(1 / 64, rel=0.05)
+    assert float(estimator.u.detach().std()) == pytest.approx(1 / 64, rel=0.05)
 
 
 # --- width matching: project_l (1x1 conv on l) and project_g (linear map of g) ---------------
