@@ -2,6 +2,9 @@
 #   make run    - set up, then train the main job (vgg-att3-concat-pc on the offline synthetic data)
 #   make test   - set up (with dev tools), then lint and run every test, notebooks included
 #   make bench  - set up, then print the training-speed benchmark
+#   make mutate - set up (with dev tools), then mutation-test the model, maps and training step
+#                 (hours on 2 cores; not part of CI; a rerun resumes). One module, tested afresh:
+#                 make mutate MUTANTS='attn_lib.models.attention.*'
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +12,11 @@ BIN := $(VENV)/bin
 #   make test TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup setup-dev run test lint bench clean
+# Mutants to (re)test, by mutmut's names: module.x_function__mutmut_N, module.xǁClassǁmethod__mutmut_N.
+# Empty = all of [tool.mutmut] in pyproject.toml, resuming where the last run stopped.
+MUTANTS ?=
+
+.PHONY: setup setup-dev run test lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +50,11 @@ test: setup-dev
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 
+# Results stay in mutants/; `mutmut results` lists the survivors, `mutmut show NAME` one diff.
+# Of training/loop.py only train_step has fast tests: its other functions report "no tests".
+mutate: setup-dev
+	ATTN_LIB_SKIP_SLOW_TESTS=1 nice -n 19 $(BIN)/mutmut run $(foreach m,$(MUTANTS),'$(m)')
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs mutants .pytest_cache .ruff_cache

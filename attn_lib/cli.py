@@ -276,6 +276,28 @@ def reproduce_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_device(name: str | None) -> None:
+    """Raise ``ValueError`` unless ``--device name`` can hold and return a tensor here.
+
+    ``torch.device`` accepts every device *type* PyTorch knows (``mps``, ``xla``, ``meta``, a
+    ``cuda:7`` on a one-GPU machine); only using it tells whether this machine has it.
+    """
+    if name is None:
+        return
+    import torch
+
+    from .training import resolve_device
+
+    device = resolve_device(name)  # ValueError for a malformed name or CUDA without a GPU
+    try:
+        (torch.zeros(1, device=device) + 1).cpu()  # meta tensors fail here: they hold no data
+    except Exception as exc:  # torch raises RuntimeError, NotImplementedError, AssertionError
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+        raise ValueError(f"device {name!r} cannot be used on this machine ({reason}); "
+                         "use cpu, or cuda on a machine with a GPU") from None
+
+
 COMMANDS = {"train": train_command, "evaluate": evaluate_command, "localize": localize_command,
             "reproduce": reproduce_command}
 
@@ -292,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # no command: the main job, with train's defaults
         args = parser.parse_args([*argv, "train"])
     try:
+        check_device(getattr(args, "device", None))
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 import attn_lib
 from attn_lib.checkpoint import save_checkpoint
 from attn_lib.cli import main
+from attn_lib.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN_RUN = Path("runs") / "vgg-att3-concat-pc-synthetic"
@@ -119,3 +121,179 @@ def test_evaluate_checkpoint_written_from_python(tmp_path, capsys):
     })
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--limit", "16"]) == 0
     assert "flip-TTA accuracy" in capsys.readouterr().out
+
+
+# --- numbers compared, exit codes, and the checkpoint's own statistics -------------------------
+
+#: Statistics far from the synthetic data's own, so normalising with the wrong ones shows.
+CKPT_MEAN, CKPT_STD = (0.2, 0.6, 0.3), (0.5, 0.15, 0.4)
+
+
+def write_checkpoint(path, name: str = "vgg", num_classes: int = 8, *, dataset: str = "synthetic",
+                     mean=CKPT_MEAN, std=CKPT_STD, image_size: int = 32, seed: int = 0):
+    """A checkpoint of a fresh narrow model, with the data statistics given; returns the model.
+
+    The last layer's weights are scaled up so that the logits, and with them loss and
+    accuracy, depend clearly on the input (a fresh model's logits are all about equal).
+    """
+    torch.manual_seed(seed)
+    model = attn_lib.build_model(name, num_classes=num_classes, width=0.0625).eval()
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(100)
+    save_checkpoint(path, {
+        "model_name": name, "model_options": dict(model.options),
+        "state_dict": model.state_dict(), "epoch": 3, "history": [],
+        "data": {"dataset": dataset, "classes": [str(i) for i in range(num_classes)],
+                 "mean": tuple(mean), "std": tuple(std), "image_size": image_size},
+    })
+    return model
+
+
+def _numbers(out: str) -> dict[str, float]:
+    """accuracy, loss, tta accuracy and tta loss from evaluate's output."""
+    import re
+
+    plain = re.search(r"^accuracy: ([\d.]+)% \(loss ([\d.]+)\)", out, re.M)
+    tta = re.search(r"^flip-TTA accuracy: ([\d.]+)% \(loss ([\d.]+)\)", out, re.M)
+    assert plain and tta, out
+    return {"acc": float(plain[1]) / 100, "loss": float(plain[2]),
+            "acc_tta": float(tta[1]) / 100, "loss_tta": float(tta[2])}
+
+
+def test_evaluate_prints_the_known_accuracy_and_loss_of_a_constant_classifier(tmp_path, capsys):
+    # Zero weights in the last layer: every image gets the logits b, so the prediction is
+    # argmax b = class 3, the accuracy is the share of class 3 in the labels and the loss is
+    # logsumexp(b) - mean(b[y]), whatever the images (and the flip changes nothing).
+    model = attn_lib.build_model("vgg", num_classes=8, width=0.0625)
+    b = torch.tensor([0.0, 1.0, -1.0, 2.5, 0.5, 0.0, -2.0, 1.5])
+    with torch.no_grad():
+        model.classifier[-1].weight.zero_()
+        model.classifier[-1].bias.copy_(b)
+    save_checkpoint(tmp_path / "best.pt", {
+        "model_name": "vgg", "model_options": dict(model.options),
+        "state_dict": model.state_dict(), "epoch": 1, "history": [],
+        "data": {"dataset": "synthetic", "classes": [str(i) for i in range(8)],
+                 "mean": CKPT_MEAN, "std": CKPT_STD, "image_size": 32}})
+    labels = load_dataset("synthetic", "test", limit=20).labels.tolist()
+    accuracy = labels.count(3) / 20
+    loss = float(torch.logsumexp(b, 0)) - sum(float(b[y]) for y in labels) / 20
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--limit", "20",
+                 "--batch-size", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "20 images" in out and "(epoch 1)" in out
+    got = _numbers(out)
+    assert got["acc"] == pytest.approx(accuracy, abs=5e-5)
+    assert got["acc_tta"] == pytest.approx(accuracy, abs=5e-5)
+    assert got["loss"] == pytest.approx(loss, abs=5e-5)
+    assert got["loss_tta"] == pytest.approx(loss, abs=5e-5)
+
+
+def test_evaluate_normalises_with_the_checkpoints_statistics(tmp_path, capsys):
+    from attn_lib.training import evaluate
+
+    model = write_checkpoint(tmp_path / "best.pt")
+    data = load_dataset("synthetic", "test", limit=32)
+    own = evaluate(model, data, tta=True)
+    theirs = evaluate(model, dataclasses.replace(data, mean=CKPT_MEAN, std=CKPT_STD), tta=True)
+    assert abs(own["loss"] - theirs["loss"]) > 1e-2  # the statistics matter for this model
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--limit", "32"]) == 0
+    got = _numbers(capsys.readouterr().out)
+    for key in ("acc", "loss", "acc_tta", "loss_tta"):
+        assert got[key] == pytest.approx(theirs[key], abs=5e-5), key
+
+
+def test_evaluate_refuses_a_class_count_mismatch_and_limit_zero(tmp_path, capsys):
+    write_checkpoint(tmp_path / "five.pt", num_classes=5)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "five.pt"), "--limit", "8"]) == 2
+    err = _error_line(capsys)
+    assert "classifies 5 classes" in err and "'synthetic' has 8" in err
+    write_checkpoint(tmp_path / "eight.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "eight.pt"), "--limit", "0"]) == 2
+    assert "--limit must be a positive integer, got 0" in _error_line(capsys)
+
+
+COMMAND_LINES = {
+    "evaluate": ["evaluate", "--checkpoint", "{ckpt}", "--limit", "8"],
+    "localize": ["localize", "--checkpoint", "{ckpt}", "--limit", "8"],
+    "train": ["train", "--preset", "smoke", "--limit-train", "32", "--limit-test", "32",
+              "--epochs", "1", "--out", "{tmp}/run", "--quiet"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMAND_LINES))
+@pytest.mark.parametrize("device, message", [
+    ("gpu0", "invalid device 'gpu0'"),
+    ("xla", "device 'xla' cannot be used on this machine"),
+    ("meta", "device 'meta' cannot be used on this machine"),
+])
+def test_bad_device_is_a_one_line_error(tmp_path, capsys, command, device, message):
+    write_checkpoint(tmp_path / "best.pt")
+    argv = [a.format(ckpt=tmp_path / "best.pt", tmp=tmp_path) for a in COMMAND_LINES[command]]
+    assert main([*argv, "--device", device]) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write_checkpoint(tmp_path / "best.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+
+
+def _smoke_train(tmp_path, *extra: str) -> list[str]:
+    return ["train", "--preset", "smoke", "--limit-train", "64", "--limit-test", "32",
+            "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu",
+            "--no-tta", *extra]
+
+
+def test_diverging_loss_exits_with_status_1(tmp_path, capsys):
+    # lr 1e30 from the first step (no warm-up): the second step's loss is not finite.
+    assert main(_smoke_train(tmp_path, "--lr", "1e30", "--schedule", "step")) == 1
+    err = _error_line(capsys)
+    assert "training loss became" in err and "Lower the learning rate" in err
+
+
+def test_ctrl_c_exits_with_status_130(tmp_path, capsys, monkeypatch):
+    import attn_lib.training.loop as loop
+
+    real_step, calls = loop.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the first epoch
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", interrupted_step)
+    assert main(_smoke_train(tmp_path)) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted" and "Traceback" not in err
+    assert len(calls) == 2
+
+
+def test_ctrl_c_on_the_command_line_exits_with_status_130(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # Enough epochs to still be training when the signal comes.
+    argv = [sys.executable, "-m", "attn_lib", *_smoke_train(tmp_path), "--epochs", "50"]
+    # Ctrl-C as in a terminal: a shell's background job would inherit SIGINT ignored.
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        started = tmp_path / "run" / "config.json"  # written just before the first epoch
+        deadline = time.monotonic() + 600  # seconds on an idle machine; generous for a busy one
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started.exists(), proc.communicate()[1] if proc.poll() is not None else "slow"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted", err

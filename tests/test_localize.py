@@ -216,3 +216,119 @@ def test_main_job_model_localises_far_above_chance(tmp_path):
     assert best >= 0.8 and best >= 5 * chance, format_rows(rows)
     assert result.history[-1]["test_acc"] >= 0.85, result.history[-1]  # chance is 1/8
 
+
+
+# --- the command line's error paths and the checkpoint's own statistics ----------------------
+
+CKPT_MEAN, CKPT_STD = (0.2, 0.6, 0.3), (0.5, 0.15, 0.4)
+
+
+def _checkpoint(path, name="vgg-att2-concat-pc", *, dataset="synthetic", num_classes=8,
+                mean=CKPT_MEAN, std=CKPT_STD, image_size=32, seed=0):
+    """A checkpoint of a fresh narrow model with the data statistics given; returns the model."""
+    from attn_lib.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    model = attn_lib.build_model(name, num_classes=num_classes, width=0.0625).eval()
+    save_checkpoint(path, {
+        "model_name": name, "model_options": dict(model.options),
+        "state_dict": model.state_dict(), "epoch": 1, "history": [],
+        "data": {"dataset": dataset, "classes": [str(i) for i in range(num_classes)],
+                 "mean": tuple(mean), "std": tuple(std), "image_size": image_size},
+    })
+    return model
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_cli_normalises_with_the_checkpoints_statistics(tmp_path, capsys):
+    import dataclasses
+
+    from attn_lib.cli import main
+
+    model = _checkpoint(tmp_path / "m.pt", "vgg-att3-concat-dp")
+    data = load_dataset("synthetic", "test", limit=16)
+    theirs = localization_scores(model, dataclasses.replace(data, mean=CKPT_MEAN, std=CKPT_STD))
+    own = localization_scores(model, data)
+    # the statistics matter for these maps, so the test can tell which ones were used
+    assert max(abs(a.mass_in_mask - b.mass_in_mask) for a, b in zip(own, theirs)) > 1e-3
+    assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), "--limit", "16",
+                 "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == len(theirs)
+    for record, row in zip(records, theirs):
+        assert (record["method"], record["level"]) == (row.method, row.level)
+        for key in ("mass_in_mask", "pointing_game", "jaccard"):
+            assert record[key] == pytest.approx(getattr(row, key), abs=1e-6), (row, key)
+
+
+def _folder_dataset(root) -> None:
+    """A folder data set (no masks): two classes, two 32x32 PNGs each, in both splits."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for k in range(2):
+                pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g)
+                Image.fromarray(pixels.numpy()).save(root / split / cls / f"{k}.png")
+
+
+def test_cli_refuses_a_dataset_without_masks(tmp_path, capsys):
+    from attn_lib.cli import main
+
+    _folder_dataset(tmp_path / "images")
+    _checkpoint(tmp_path / "m.pt", dataset="folder", num_classes=2)
+    assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "folder",
+                 "--data-dir", str(tmp_path / "images")]) == 2
+    err = _one_line_error(capsys)
+    assert "'folder' has no object masks" in err and "synthetic" in err
+
+
+def test_cli_refuses_an_image_size_mismatch(tmp_path, capsys):
+    from attn_lib.cli import main
+
+    _checkpoint(tmp_path / "m.pt", image_size=64)
+    assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), "--limit", "8"]) == 2
+    err = _one_line_error(capsys)
+    assert "trained on 64x64 images" in err and "has 32x32" in err
+
+
+@pytest.mark.parametrize("dataset, mean", [("cifar10", CKPT_MEAN), ("synthetic", (0.1, 0.1, 0.1))])
+def test_cli_refuses_a_baseline_trained_on_other_data(tmp_path, capsys, dataset, mean):
+    from attn_lib.cli import main
+
+    _checkpoint(tmp_path / "m.pt")
+    _checkpoint(tmp_path / "base.pt", "vgg", dataset=dataset, mean=mean)
+    assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), "--baseline",
+                 str(tmp_path / "base.pt"), "--limit", "8"]) == 2
+    err = _one_line_error(capsys)
+    assert "--baseline" in err and "same dataset" in err and "base.pt" in err
+
+
+def test_cli_accepts_a_baseline_trained_on_the_same_data(tmp_path, capsys):
+    from attn_lib.cli import main
+
+    _checkpoint(tmp_path / "m.pt")
+    _checkpoint(tmp_path / "base.pt", "vgg")
+    assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), "--baseline",
+                 str(tmp_path / "base.pt"), "--limit", "8", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [r.split(",")[:2] for r in rows[2:5]] == [["gradcam", "vgg"]] * 3
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--limit", "-1", "--limit must be >= 0"),
+    ("--batch-size", "0", "--batch-size must be positive"),
+])
+def test_cli_refuses_bad_numbers(tmp_path, capsys, option, value, message):
+    from attn_lib.cli import main
+
+    _checkpoint(tmp_path / "m.pt")
+    assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), option, value]) == 2
+    assert message in _one_line_error(capsys)

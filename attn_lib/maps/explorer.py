@@ -4,10 +4,16 @@ Controls: image index, attention level (or Grad-CAM), heatmap opacity, and a cla
 restricts the index slider to images of one true class. Each redraw renders a matplotlib figure
 to PNG (without pyplot) into an ``ipywidgets.Image``, so it works with any matplotlib backend,
 including ``Agg``, and leaves no figures behind.
+
+Works with ipywidgets 7 (Colab's) and 8. Two things differ from a plain script there: an
+exception raised inside a widget callback goes to the browser's console, not to the notebook,
+so the explorer shows it in its status line; and a ``Dropdown`` given ``value=None`` shows no
+selection at all, so "all classes" is a real option value (:data:`ALL_CLASSES`).
 """
 
 from __future__ import annotations
 
+import html
 import io
 from typing import Any
 
@@ -26,6 +32,8 @@ from .viz import (
 )
 
 GRADCAM = "Grad-CAM (conv13)"
+#: The class filter's value for "no filter" (a real value: ``None`` would show a blank box).
+ALL_CLASSES = -1
 
 
 def _in_kernel() -> bool:
@@ -59,19 +67,23 @@ class _Explorer:
             self.views.append((GRADCAM, None))
 
     def indices(self, label: int | None) -> list[int]:
-        if label is None:
+        """Dataset indices of the images of true class ``label`` (all for ``ALL_CLASSES``)."""
+        if label is None or label == ALL_CLASSES:
             return list(range(len(self.labels)))
         return torch.nonzero(self.labels == label).flatten().tolist()
 
     def figure(self, index: int, view: int, alpha: float) -> Figure:
-        from .gradcam import gradcam
+        """Image ``index``: the input, the map of view ``view`` over it, and the map alone."""
+        from .gradcam import gradcam_layers
 
         x = _normalised(self.dataset, [index])
         probs, attention = predict(self.model, x)
         title, position = self.views[view]
         label = int(self.labels[index])
         if position is None:
-            maps = gradcam(self.model, x, label)
+            # The layer's own grid (conv13: H/4 on the attention models), not upsampled, so
+            # that the "map alone" panel shows the resolution Grad-CAM really has.
+            maps = gradcam_layers(self.model, x, label, (None,), upsample=False)[0].cpu()
         else:
             maps = attention[position]
         pred = int(probs[0].argmax())
@@ -85,11 +97,12 @@ class _Explorer:
         _show(axes[0], to_rgb_image(image, mean, std), head,
               "tab:green" if pred == label else "tab:red")
         h, w = maps.shape[-2:]
+        size = "x".join(str(s) for s in image.shape[-2:])
         _show(axes[1], overlay_attention(image, maps[0], alpha, self.cmap, mean, std),
-              f"{title}\n{h}x{w} map", "black")
+              f"{title}\n{h}x{w} map, upsampled to {size}", "black")
         raw = maps[0, 0].numpy()
         axes[2].imshow(raw, cmap=self.cmap, interpolation="nearest")
-        axes[2].set_title("map alone (no upsampling)", fontsize=9)
+        axes[2].set_title(f"map alone, {h}x{w}\n(its own grid)", fontsize=9)
         axes[2].set_xticks([])
         axes[2].set_yticks([])
         return fig
@@ -151,21 +164,22 @@ def attention_explorer(
 
 def _widget(explorer: _Explorer, widgets: Any) -> Any:
     style = {"description_width": "70px"}
-    classes = [("all classes", None)] + [
+    classes = [("all classes", ALL_CLASSES)] + [
         (_class_name(c, explorer.classes or None), c) for c in sorted(set(explorer.labels.tolist()))
     ]
-    class_filter = widgets.Dropdown(options=classes, value=None, description="class", style=style)
+    # index=0, not value=None: ipywidgets 7 shows value=None as an empty box.
+    class_filter = widgets.Dropdown(options=classes, index=0, description="class", style=style)
     index = widgets.IntSlider(value=0, min=0, max=len(explorer.labels) - 1, description="image",
                               style=style, continuous_update=False)
     view = widgets.Dropdown(options=[(t, i) for i, (t, _) in enumerate(explorer.views)],
-                            value=0, description="map", style=style)
+                            index=0, description="map", style=style)
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
                                 style=style, continuous_update=False)
     image = widgets.Image(format="png")
     status = widgets.HTML()
-    state: dict[str, list[int]] = {"pool": explorer.indices(None)}
+    state: dict[str, Any] = {"pool": explorer.indices(ALL_CLASSES), "refiltering": False}
 
-    def redraw(_change: Any = None) -> None:
+    def draw() -> None:
         pool = state["pool"]
         if not pool:
             status.value = "<i>no image of this class</i>"
@@ -174,18 +188,37 @@ def _widget(explorer: _Explorer, widgets: Any) -> Any:
         image.value = _png(explorer.figure(chosen, view.value, alpha.value))
         status.value = f"image {chosen} ({index.value + 1} of {len(pool)} shown by the filter)"
 
+    def shown(callback: Any) -> Any:
+        # An exception in a widget callback goes to the browser's console (invisible on
+        # Colab): show it in the status line instead, where the user is looking.
+        def wrapped(change: Any = None) -> None:
+            try:
+                callback(change)
+            except Exception as exc:  # every error must reach the user
+                text = html.escape(f"{type(exc).__name__}: {exc}")
+                status.value = f'<b style="color:#b00">error: {text}</b>'
+
+        return wrapped
+
+    def redraw(_change: Any = None) -> None:
+        if not state["refiltering"]:  # refilter draws once itself, after resetting the slider
+            draw()
+
     def refilter(_change: Any = None) -> None:
         state["pool"] = explorer.indices(class_filter.value)
-        index.value = 0
-        index.max = max(len(state["pool"]) - 1, 0)
-        redraw()
+        state["refiltering"] = True
+        try:
+            index.value = 0
+            index.max = max(len(state["pool"]) - 1, 0)
+        finally:
+            state["refiltering"] = False
+        draw()
 
-    class_filter.observe(refilter, names="value")
+    class_filter.observe(shown(refilter), names="value")
     for control in (index, view, alpha):
-        control.observe(redraw, names="value")
-    redraw()
+        control.observe(shown(redraw), names="value")
+    draw()  # the first drawing raises as usual: the cell that builds the widget shows it
     controls = widgets.HBox([widgets.VBox([class_filter, index]), widgets.VBox([view, alpha])])
     box = widgets.VBox([controls, status, image])
     box.explorer = explorer  # for tests and debugging: the drawing state behind the widget
     return box
-

@@ -1,0 +1,293 @@
+"""Pictures checked by content: every panel shows its own image's own map, in the right place.
+
+The model here is a stand-in whose maps can be recognised: level ``j``'s map is channel ``j - 1``
+of the input, average-pooled to that level's grid (32x32, 16x16, 8x8 on 32x32 images). Random
+images make every (image, level) map different, so a grid that repeats one image's maps, swaps
+the level columns or pairs an image with another's map shows a panel that matches the wrong
+candidate, and the tests below say which.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import nn  # noqa: E402
+
+import attn_lib  # noqa: E402
+from attn_lib.data import normalize  # noqa: E402
+from attn_lib.maps.explorer import ALL_CLASSES, GRADCAM, attention_explorer  # noqa: E402
+from attn_lib.maps.gradcam import gradcam, gradcam_layers  # noqa: E402
+from attn_lib.maps.viz import overlay_attention, plot_attention_grid, to_rgb_image  # noqa: E402
+from attn_lib.models.attn_vgg import ModelOutput  # noqa: E402
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+CLASSES = ["red", "green", "blue"]
+#: Two renderings of the same map may differ by one step of the colormap's 256-colour table.
+SAME = 0.02
+
+
+class ChannelMaps(nn.Module):
+    """Level j's map = channel j-1 average-pooled by 2**(j-1); logits = the channel means."""
+
+    levels = (1, 2, 3)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))  # a parameter, so the model has a device
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        maps = tuple(F.avg_pool2d(x[:, c:c + 1], 2**c) * self.scale for c in range(3))
+        return ModelOutput(x.mean(dim=(2, 3)) * self.scale, maps)
+
+
+def expected_map(image: torch.Tensor, level: int) -> torch.Tensor:
+    """The stand-in's level map of one normalised image (3, H, W), computed here by hand."""
+    return F.avg_pool2d(image[None, level - 1:level], 2 ** (level - 1))[0]
+
+
+def uint8_images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+
+
+def panel(fig: Figure, ncols: int, row: int, col: int) -> np.ndarray:
+    """The RGB array drawn in the panel at (row, col) of a grid figure."""
+    return np.asarray(fig.axes[row * ncols + col].images[0].get_array())
+
+
+def which(picture: np.ndarray, candidates: dict) -> list:
+    """The keys of the candidate pictures that ``picture`` shows.
+
+    The candidates must be told apart from each other first, or a wrong panel could pass.
+    """
+    for key, c in candidates.items():
+        assert which_unchecked(c, candidates) == [key], f"candidate {key} is not recognisable"
+    return which_unchecked(picture, candidates)
+
+
+def which_unchecked(picture: np.ndarray, candidates: dict) -> list:
+    return [key for key, c in candidates.items()
+            if c.shape == picture.shape and np.abs(picture - c).max() <= SAME]
+
+
+# --- plot_attention_grid --------------------------------------------------------------------
+
+
+def test_each_grid_panel_shows_its_own_images_own_level_map():
+    images = normalize(uint8_images(3), MEAN, STD)
+    labels = [2, 0, 1]
+    fig = plot_attention_grid(ChannelMaps(), images, labels, CLASSES, MEAN, STD, alpha=0.6)
+    ncols = 4  # the input, then levels 1, 2, 3
+    assert len(fig.axes) == 3 * ncols
+    rgbs = {i: to_rgb_image(images[i], MEAN, STD) for i in range(3)}
+    overlays = {(i, level): overlay_attention(rgbs[i], expected_map(images[i], level), alpha=0.6)
+                for i in range(3) for level in (1, 2, 3)}
+    for i in range(3):
+        assert which(panel(fig, ncols, i, 0), rgbs) == [i]
+        for column, level in enumerate((1, 2, 3), start=1):
+            assert which(panel(fig, ncols, i, column), overlays) == [(i, level)], (i, level)
+    headers = [fig.axes[c].get_title() for c in range(1, ncols)]
+    assert headers == ["attention 1\nconv7 32x32", "attention 2\nconv10 16x16",
+                       "attention 3\nconv13 8x8"]
+
+
+def test_grid_titles_name_each_images_own_label_and_prediction():
+    images = normalize(uint8_images(3, seed=1), MEAN, STD)
+    labels = [2, 0, 1]
+    fig = plot_attention_grid(ChannelMaps(), images, labels, CLASSES, MEAN, STD)
+    probs = images.mean(dim=(2, 3)).softmax(dim=1)  # the stand-in's logits are channel means
+    for i in range(3):
+        pred = int(probs[i].argmax())
+        title = fig.axes[i * 4].get_title()
+        assert title == f"true: {CLASSES[labels[i]]}\npred: {CLASSES[pred]} {probs[i, pred]:.0%}"
+        colour = fig.axes[i * 4].title.get_color()
+        assert colour == ("tab:green" if pred == labels[i] else "tab:red")
+
+
+def test_grid_gradcam_and_baseline_columns_explain_each_image_and_its_label():
+    torch.manual_seed(3)  # a seed where every Grad-CAM below has positive evidence (not all 0)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=3, width=0.0625).eval()
+    baseline = attn_lib.build_model("vgg", num_classes=3, width=0.0625).eval()
+    images = normalize(uint8_images(2, seed=2), MEAN, STD)
+    labels = [1, 0]
+    fig = plot_attention_grid(model, images, labels, CLASSES, MEAN, STD, gradcam=True,
+                              baseline=baseline)
+    ncols = 5  # input, level 2, level 3, Grad-CAM of the model, Grad-CAM of the baseline
+    with torch.no_grad():
+        base_probs = baseline(images).logits.softmax(1)
+    notes = [f"pred: {CLASSES[int(p.argmax())]} {float(p.max()):.0%}" for p in base_probs]
+    assert [fig.axes[c].get_title() for c in range(1, ncols)] == [
+        "attention 2\nconv10 16x16", "attention 3\nconv13 8x8", "Grad-CAM\nconv13",
+        f"Grad-CAM vgg\nconv13\n{notes[0]}"]
+    assert fig.axes[ncols + 4].get_title() == notes[1]  # the baseline's own prediction, row 2
+    candidates = {}
+    for i in range(2):
+        rgb = to_rgb_image(images[i], MEAN, STD)
+        for who, net in (("model", model), ("baseline", baseline)):
+            for target in (0, 1):
+                cam = gradcam(net, images[i:i + 1], target)[0]
+                candidates[(who, i, target)] = overlay_attention(rgb, cam)
+    for i in range(2):
+        assert which(panel(fig, ncols, i, 3), candidates) == [("model", i, labels[i])]
+        assert which(panel(fig, ncols, i, 4), candidates) == [("baseline", i, labels[i])]
+
+
+# --- attention_explorer ---------------------------------------------------------------------
+
+
+class _Images:
+    """The ArrayDataset fields the explorer reads; six random images, labels 0 1 2 0 1 2."""
+
+    def __init__(self, n: int = 6) -> None:
+        self.images = uint8_images(n, seed=3)
+        self.labels = torch.arange(n) % 3
+        self.classes = list(CLASSES)
+        self.mean, self.std = MEAN, STD
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _controls(box):
+    controls, status, image = box.children
+    (class_filter, index), (view, alpha) = (c.children for c in controls.children)
+    return class_filter, index, view, alpha, status, image
+
+
+def _spy(box) -> list[tuple[tuple, Figure]]:
+    """Record every figure the widget draws from now on (arguments and the figure)."""
+    drawn: list[tuple[tuple, Figure]] = []
+    real = box.explorer.figure
+
+    def figure(*args):
+        fig = real(*args)
+        drawn.append((args, fig))
+        return fig
+
+    box.explorer.figure = figure
+    return drawn
+
+
+def _shows(fig: Figure, ds: _Images, index: int, level: int) -> None:
+    """Assert the explorer's figure shows image ``index`` and its level-``level`` map."""
+    x = normalize(ds.images[index], MEAN, STD)
+    rgbs = {i: to_rgb_image(normalize(ds.images[i], MEAN, STD), MEAN, STD) for i in range(len(ds))}
+    assert which(np.asarray(fig.axes[0].images[0].get_array()), rgbs) == [index]
+    raw = np.asarray(fig.axes[2].images[0].get_array())
+    np.testing.assert_allclose(raw, expected_map(x, level)[0].numpy(), atol=1e-6)
+
+
+def test_explorer_class_filter_opens_on_all_classes():
+    pytest.importorskip("ipywidgets")
+    box = attention_explorer(ChannelMaps(), _Images(), interactive=True)
+    class_filter, index, *_ = _controls(box)
+    assert class_filter.label == "all classes" and class_filter.index == 0
+    assert class_filter.value == ALL_CLASSES
+    assert [label for label, _ in class_filter.options] == ["all classes", *CLASSES]
+    assert index.max == 5
+
+
+def test_explorer_level_index_and_filter_change_what_is_drawn():
+    pytest.importorskip("ipywidgets")
+    ds = _Images()
+    box = attention_explorer(ChannelMaps(), ds, interactive=True)
+    class_filter, index, view, alpha, status, image = _controls(box)
+    assert [label for label, _ in view.options] == [
+        "level 1 (conv7)", "level 2 (conv10)", "level 3 (conv13)"]
+    drawn = _spy(box)
+    first = bytes(image.value)
+    pictures = [first]
+    for position, level in ((1, 2), (2, 3)):
+        view.value = position
+        _shows(drawn[-1][1], ds, 0, level)
+        pictures.append(bytes(image.value))
+    view.value = 0
+    _shows(drawn[-1][1], ds, 0, 1)
+    assert bytes(image.value) == first  # back to the first view: the same picture
+    index.value = 4
+    _shows(drawn[-1][1], ds, 4, 1)
+    assert "image 4 (5 of 6" in status.value
+    pictures.append(bytes(image.value))
+    class_filter.value = 2  # images 2 and 5
+    _shows(drawn[-1][1], ds, 2, 1)
+    assert index.value == 0 and index.max == 1 and "image 2 (1 of 2" in status.value
+    index.value = 1
+    _shows(drawn[-1][1], ds, 5, 1)
+    pictures.append(bytes(image.value))
+    alpha.value = 0.9
+    assert drawn[-1][0] == (5, 0, 0.9)
+    pictures.append(bytes(image.value))
+    assert len(set(pictures)) == len(pictures)  # every change drew a new picture
+    class_filter.value = ALL_CLASSES
+    assert index.max == 5 and "image 0 (1 of 6" in status.value
+
+
+def test_explorer_class_filter_change_draws_once():
+    pytest.importorskip("ipywidgets")
+    box = attention_explorer(ChannelMaps(), _Images(), interactive=True)
+    class_filter, index, *_ = _controls(box)
+    index.value = 4  # the filter must move the slider back to 0, without drawing for that
+    drawn = _spy(box)
+    class_filter.value = 1
+    assert [args[0] for args, _ in drawn] == [1]
+    class_filter.value = 2  # the slider is at 0 already
+    assert [args[0] for args, _ in drawn] == [1, 2]
+
+
+def test_explorer_shows_errors_of_its_callbacks_in_the_widget():
+    pytest.importorskip("ipywidgets")
+    box = attention_explorer(ChannelMaps(), _Images(), interactive=True)
+    class_filter, index, view, alpha, status, image = _controls(box)
+    real = box.explorer.figure
+
+    def broken(*args):
+        raise RuntimeError("no map for <this> image")
+
+    box.explorer.figure = broken
+    for control, value in ((alpha, 0.8), (index, 3), (view, 2), (class_filter, 1)):
+        control.value = value  # must not raise into the (invisible) callback machinery
+        assert "RuntimeError: no map for &lt;this&gt; image" in status.value, control
+    box.explorer.figure = real
+    alpha.value = 0.3
+    assert status.value.startswith("image ")
+
+
+@pytest.mark.parametrize("name, side", [("vgg-att2-concat-pc", 8), ("vgg", 2)])
+def test_explorer_gradcam_view_shows_the_map_at_its_own_resolution(name, side):
+    pytest.importorskip("ipywidgets")
+    torch.manual_seed(0)
+    model = attn_lib.build_model(name, num_classes=3, width=0.0625).eval()
+    ds = _Images()
+    box = attention_explorer(model, ds, gradcam=True, interactive=True)
+    _, index, view, *_ = _controls(box)
+    drawn = _spy(box)
+    view.value = [label for label, _ in view.options].index(GRADCAM)
+    index.value = 4
+    fig = drawn[-1][1]
+    x = normalize(ds.images[4:5], MEAN, STD)
+    native = gradcam_layers(model, x, int(ds.labels[4]), (3,), upsample=False)[0][0, 0]
+    raw = np.asarray(fig.axes[2].images[0].get_array())
+    assert raw.shape == (side, side)
+    np.testing.assert_allclose(raw, native.numpy(), atol=1e-6)
+    assert f"{side}x{side}" in fig.axes[2].get_title()
+    assert f"{side}x{side} map, upsampled to 32x32" in fig.axes[1].get_title()
+    assert "no upsampling" not in fig.axes[2].get_title()
+
+
+def test_static_explorer_shows_the_first_images_with_their_maps():
+    ds = _Images()
+    fig = attention_explorer(ChannelMaps(), ds, interactive=False, static_images=2)
+    images = normalize(ds.images[:2], MEAN, STD)
+    overlays = {(i, level): overlay_attention(to_rgb_image(images[i], MEAN, STD),
+                                              expected_map(images[i], level))
+                for i in range(2) for level in (1, 2, 3)}
+    for i in range(2):
+        for column, level in enumerate((1, 2, 3), start=1):
+            assert which(panel(fig, 4, i, column), overlays) == [(i, level)]
