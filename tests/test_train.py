@@ -284,3 +284,60 @@ def test_ema_is_the_ramped_moving_average_of_the_weights():
     assert torch.allclose(ema.module[0].weight, expected)
     assert ema.module[1].num_batches_tracked.item() == 5  # integer buffers are copied
     assert not torch.allclose(ema.module[0].weight, model[0].weight)
+
+
+# --- resuming on other hardware ---------------------------------------------------------------
+
+TINY = dict(preset="smoke", width=0.0625, limit_train=64, limit_test=32, batch_size=32,
+            device="cpu", progress=False, save_attention=False)
+
+
+def _stop_after_first_epoch(monkeypatch):
+    """Make the next run stop once epoch 1 is checkpointed, as a kill would."""
+    import attn_lib.training.loop as loop
+
+    real_append = loop.append_metrics
+
+    def append_then_stop(run_dir, row):
+        real_append(run_dir, row)
+        monkeypatch.setattr(loop, "append_metrics", real_append)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "append_metrics", append_then_stop)
+
+
+class _StrideCheckingSGD(torch.optim.SGD):
+    """Fused SGD that refuses momentum buffers laid out unlike their parameters, as the fused
+    CUDA kernel does (CPU's fused kernel accepts them)."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                buf = self.state.get(p, {}).get("momentum_buffer")
+                if buf is not None and buf.stride() != p.stride():
+                    raise RuntimeError(f"fused SGD: momentum buffer strides {buf.stride()} != "
+                                       f"parameter strides {p.stride()}")
+        return super().step(closure)
+
+
+def test_resume_in_the_other_memory_format_rebuilds_the_momentum_buffers(tmp_path, monkeypatch):
+    import attn_lib.training.loop as loop
+
+    def fused(net, recipe, dev):
+        return _StrideCheckingSGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                  nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+                                  fused=True)
+
+    monkeypatch.setattr(loop, "build_optimizer", fused)
+    run_dir = tmp_path / "run"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):  # started contiguous, as on a CPU
+        attn_lib.train(out_dir=run_dir, epochs=2, channels_last=False, **TINY)
+    assert json.loads((run_dir / "config.json").read_text())["channels_last"] is False
+    result = attn_lib.train(out_dir=run_dir, resume=True, channels_last=True, **TINY)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    saved = load_checkpoint(run_dir / "last.pt")
+    assert saved["config"]["channels_last"] is True
+    # Resuming keeps the run's format unless told otherwise.
+    attn_lib.train(out_dir=run_dir, resume=True, **TINY)
+    assert json.loads((run_dir / "config.json").read_text())["channels_last"] is True

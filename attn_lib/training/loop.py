@@ -171,7 +171,9 @@ def train(
         compile: ``torch.compile`` the model for training.
         seed: seeds data order, augmentation, dropout and initialisation.
         progress: tqdm progress bars and one summary line per epoch.
-        channels_last: channels_last memory format (default: on GPUs).
+        channels_last: channels_last memory format (default: on GPUs; a resumed run keeps
+            its own). Stored in the run config; a resumed run may change it (its momentum
+            buffers are rebuilt in the parameters' layout).
         deterministic: deterministic kernels (bit-exact resume on GPU; slower).
         save_attention: save ``attention.png`` (and ``curves.png``) in the run folder.
         **model_options: :data:`attn_lib.DEFAULT_OPTIONS` of the model (e.g. ``normalize``).
@@ -235,10 +237,18 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
         config = _new_config(model_name or MAIN_MODEL, dataset or MAIN_DATASET, dev, preset,
                              overrides, data_dir, model_options, instance, seed)
     recipe = Recipe.from_dict(config["recipe"])
-    use_cl = dev.type == "cuda" if channels_last is None else bool(channels_last)
+    config["channels_last"] = _memory_format(config.get("channels_last"), channels_last, dev)
     return RunSettings(config=config, recipe=recipe, run_dir=run_dir, device=dev,
                        precision=resolve_precision(dev, recipe.precision),
-                       channels_last=use_cl, checkpoint=ckpt, model=instance)
+                       channels_last=config["channels_last"], checkpoint=ckpt, model=instance)
+
+
+def _memory_format(saved: bool | None, requested: bool | None, dev: torch.device) -> bool:
+    """channels_last or not: as asked, else as the resumed run had it (its kernels, hence its
+    rounding, depend on it), else on GPUs only (where tensor cores want it)."""
+    if requested is not None:
+        return bool(requested)
+    return saved if saved is not None else dev.type == "cuda"
 
 
 def _model_name(model: str | nn.Module | None, instance: nn.Module | None) -> str | None:
