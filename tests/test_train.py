@@ -16,7 +16,7 @@ import torch
 from conftest import LEARN
 
 import attn_lib
-from attn_lib.checkpoint import CheckpointError, load_checkpoint
+from attn_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from attn_lib.data import load_dataset
 from attn_lib.models import ModelOutput
 from attn_lib.training import NonFiniteLossError, Recipe, evaluate, plot_history, read_metrics
@@ -341,3 +341,56 @@ def test_resume_in_the_other_memory_format_rebuilds_the_momentum_buffers(tmp_pat
     # Resuming keeps the run's format unless told otherwise.
     attn_lib.train(out_dir=run_dir, resume=True, **TINY)
     assert json.loads((run_dir / "config.json").read_text())["channels_last"] is True
+
+
+def test_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
+    import attn_lib.training.loop as loop
+
+    run_dir = tmp_path / "run"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):  # "auto" resolves to fp32 on this CPU
+        attn_lib.train(out_dir=run_dir, epochs=3, **TINY)
+    assert json.loads((run_dir / "config.json").read_text())["precision"] == "fp32"
+
+    # Resumed on a device where "auto" means bf16 (an A100, say): it still trains in fp32.
+    real_resolve, real_autocast, used = loop.resolve_precision, loop.autocast, set()
+    monkeypatch.setattr(loop, "resolve_precision",
+                        lambda dev, asked="auto": "bf16" if asked == "auto"
+                        else real_resolve(dev, asked))
+    monkeypatch.setattr(loop, "autocast",
+                        lambda dev, precision: used.add(precision) or real_autocast(dev, precision))
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=run_dir, resume=True, **TINY)
+    assert used == {"fp32"}
+
+    # A device that cannot honour the stored precision is a clear error...
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["epoch"] == 2
+    ckpt["config"]["precision"] = "fp16"  # as if trained on a T4
+    save_checkpoint(run_dir / "last.pt", ckpt)
+    with pytest.raises(ValueError, match=r"trains in fp16, but fp16 training .* needs a CUDA "
+                                         r"GPU.*--precision"):
+        attn_lib.train(out_dir=run_dir, resume=True, **TINY)
+    # ... and an explicit precision continues in it, warned about and recorded.
+    used.clear()
+    with pytest.warns(UserWarning, match="trained in fp16 for 2 epoch.*continues in bf16"):
+        result = attn_lib.train(out_dir=run_dir, resume=True, precision="bf16", **TINY)
+    assert used == {"bf16"} and len(result.history) == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["precision"] == "bf16"
+    assert config["precision_changes"] == [{"after_epoch": 2, "from": "fp16", "to": "bf16"}]
+
+
+def test_bf16_needs_an_ampere_gpu(monkeypatch):
+    from attn_lib.training.precision import check_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # a T4
+    with pytest.raises(ValueError, match="compute capability 7.5"):
+        check_precision(torch.device("cuda"), "bf16")
+    check_precision(torch.device("cuda"), "fp16")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))  # an A100
+    check_precision(torch.device("cuda"), "bf16")
+    check_precision(torch.device("cpu"), "bf16")
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        check_precision(torch.device("cpu"), "fp16")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,7 +30,14 @@ from ..config import smoke_mode
 from .evaluation import evaluate, logits_of
 from .history import append_metrics, write_metrics
 from .optim import EMA, LRSchedule, build_optimizer, load_optimizer_state
-from .precision import autocast, make_scaler, resolve_device, resolve_precision, synchronize
+from .precision import (
+    autocast,
+    check_precision,
+    make_scaler,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+)
 from .recipe import (
     Recipe,
     default_preset_name,
@@ -162,6 +170,9 @@ def train(
         epochs, batch_size, lr, width, limit_train, limit_test, weight_decay, momentum,
             nesterov, label_smoothing, schedule, warmup, ema_decay, precision, loader,
             num_workers, tta, augment: override the preset's value (see :class:`Recipe`).
+            A resumed run keeps its settings; only ``precision`` may be changed explicitly
+            (the run trains on in the precision it used, as stored in its config, and a
+            device that cannot is an error naming this way out).
         preset: ``fast``, ``paper``, ``cpu`` or ``smoke``; default ``smoke`` in smoke mode,
             else ``fast`` on a GPU and ``cpu`` on a CPU.
         out_dir: the run folder; default ``runs/<model>-<dataset>[-k]``.
@@ -238,9 +249,41 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
                              overrides, data_dir, model_options, instance, seed)
     recipe = Recipe.from_dict(config["recipe"])
     config["channels_last"] = _memory_format(config.get("channels_last"), channels_last, dev)
+    if ckpt is None:
+        config["precision"] = resolve_precision(dev, recipe.precision)
+    else:
+        config["precision"] = _resumed_precision(config, overrides["precision"], dev,
+                                                 run_dir / LAST, int(ckpt["epoch"]))
     return RunSettings(config=config, recipe=recipe, run_dir=run_dir, device=dev,
-                       precision=resolve_precision(dev, recipe.precision),
-                       channels_last=config["channels_last"], checkpoint=ckpt, model=instance)
+                       precision=config["precision"], channels_last=config["channels_last"],
+                       checkpoint=ckpt, model=instance)
+
+
+def _resumed_precision(config: dict[str, Any], requested: str | None, dev: torch.device,
+                       path: Path, epochs_done: int) -> str:
+    """The precision a resumed run continues in: the one it trained in (``precision="auto"``
+    is not resolved afresh: an A100's bf16 run resumed on a T4 would silently become an fp16
+    one, or the reverse), unless the caller asks for one explicitly -- a change of recipe,
+    warned about and recorded in the config's ``precision_changes``."""
+    saved = config.get("precision")  # None: written before the precision was stored
+    if requested is None:
+        precision = saved or resolve_precision(dev, config["recipe"]["precision"])
+        try:
+            check_precision(dev, precision)
+        except ValueError as exc:
+            raise ValueError(
+                f"{path}: the run trains in {precision}, but {exc}. Resume it on a device that "
+                f"can, or pass precision= (--precision) to continue in another precision -- an "
+                f"explicit change of recipe, recorded in config.json") from None
+        return precision
+    precision = resolve_precision(dev, requested)
+    if saved is not None and precision != saved:
+        warnings.warn(f"{path}: the run trained in {saved} for {epochs_done} epoch(s) and "
+                      f"continues in {precision}, as asked", stacklevel=4)
+        changes = list(config.get("precision_changes", []))
+        config["precision_changes"] = [*changes, {"after_epoch": epochs_done, "from": saved,
+                                                   "to": precision}]
+    return precision
 
 
 def _memory_format(saved: bool | None, requested: bool | None, dev: torch.device) -> bool:
@@ -299,7 +342,8 @@ def _resume_config(saved: dict[str, Any], path: Path, dataset: str | None,
     if preset is not None and preset != base.name:
         raise ValueError(f"{path}: the run uses preset {base.name!r}, not {preset!r}; resume "
                          "without --preset")
-    problems = recipe_differences(base, resolve_recipe(base, **overrides))
+    # The precision is checked apart (see _resumed_precision): it may be changed explicitly.
+    problems = recipe_differences(base, resolve_recipe(base, **{**overrides, "precision": None}))
     options = _caller_model_options(model_options, instance)
     problems += [f"{k}: {saved['model_options'].get(k)!r} -> {v!r}" for k, v in options.items()
                  if saved["model_options"].get(k) != v]

@@ -47,6 +47,19 @@ def resolve_precision(device: torch.device, requested: str = "auto") -> str:
     return "bf16" if major >= 8 else "fp16"
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise ``ValueError`` if ``device`` cannot train in the resolved ``precision``: fp16 needs
+    a CUDA GPU, and bf16 on a GPU needs compute capability 8.0 or newer (before Ampere it is
+    emulated, far slower than fp16)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 training (autocast + GradScaler) needs a CUDA GPU")
+    if precision == "bf16" and device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise ValueError(f"this GPU (compute capability {major}.{minor}) has no fast bf16; "
+                             "bf16 training needs compute capability 8.0 or newer (Ampere+)")
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """An autocast context for ``precision`` (a no-op context for fp32)."""
     if precision == "fp32":
