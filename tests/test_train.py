@@ -127,7 +127,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert not [p for p in broken.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("read_every", [1, 3])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, read_every):
+    # A GPU run reads the loss back only every few steps (read_every 3 here); the message must
+    # still name the step whose loss was NaN, not the step that looked.
+    import attn_lib.training.loop as loop
+
+    monkeypatch.setattr(loop, "HOST_READ_EVERY", {"cpu": read_every})
     classes = len(load_dataset("synthetic", limit=1).classes)
     model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=classes, width=0.0625)
     calls = {"train": 0}
@@ -141,9 +147,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     model.register_forward_hook(poison)
     run_dir = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"became nan in epoch 2, step 2;.*last good "
+                                                 r"checkpoint"):
         attn_lib.train(model, "synthetic", out_dir=run_dir, preset="smoke", epochs=3,
-                       limit_train=128, limit_test=32, batch_size=32, progress=False)
+                       limit_train=128, limit_test=32, batch_size=32, progress=False,
+                       device="cpu")
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()

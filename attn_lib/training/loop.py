@@ -14,7 +14,6 @@ metrics as an unbroken one (with deterministic kernels).
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -529,8 +528,9 @@ def _train_epoch(run: Run, step_model: nn.Module, epoch: int, progress: bool) ->
         run.train_loader.set_epoch(epoch)
     run.net.train()
     steps = len(run.train_loader)
-    # On a GPU, reading the loss back every step would stall the queue: check every k steps.
-    check_every = 1 if dev.type == "cpu" else 25
+    sync_every = HOST_READ_EVERY.get(dev.type, DEFAULT_HOST_READ_EVERY)
+    watch = NonFiniteWatch(dev)
+    first_step = sched.step_count
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = 0
@@ -548,16 +548,19 @@ def _train_epoch(run: Run, step_model: nn.Module, epoch: int, progress: bool) ->
         sched.step()
         if run.ema is not None:
             run.ema.update(run.net)
+        watch.observe(loss)
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
-        if (i + 1) % check_every == 0 or i + 1 == steps:
-            running = loss_sum.item() / seen
-            if not math.isfinite(running):
-                raise NonFiniteLossError(_nan_message(running, epoch, i, sched, run.history,
-                                                      s.run_dir))
+        if (i + 1) % sync_every == 0 or i + 1 == steps:
+            failed = watch.read()
+            if failed is not None:
+                step, value = failed
+                raise NonFiniteLossError(_nan_message(value, epoch, step,
+                                                      sched.lr_at(first_step + step),
+                                                      run.history, s.run_dir))
             if progress and ((i + 1) % 10 == 0 or i + 1 == steps):
-                bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.lr:.3g}")
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{sched.lr:.3g}")
     bar.close()
     synchronize(dev)
     return EpochStats(loss_sum.item() / seen, correct.item() / seen, seen,
@@ -598,6 +601,39 @@ def _save_epoch(run: Run, epoch: int, is_best: bool) -> None:
         save_checkpoint(run_dir / BEST, payload)
     payload["train_state"] = _train_state(run)
     save_checkpoint(run_dir / LAST, payload)
+
+
+#: Steps between reads of the loss on the host. A read waits for the GPU to finish all queued
+#: work, so on a GPU it happens every few dozen steps; :class:`NonFiniteWatch` still names the
+#: step that failed.
+HOST_READ_EVERY = {"cpu": 1}
+DEFAULT_HOST_READ_EVERY = 25
+
+
+class NonFiniteWatch:
+    """The first step of an epoch whose loss is NaN or infinite, recorded on the device.
+
+    Recording costs a few tiny kernels per step and no host synchronisation; :meth:`read` (one
+    synchronisation) then reports the failing step even when it runs many steps later.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros((), device=device)
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Note this step's loss (a 0-dim tensor on the device)."""
+        loss = loss.detach().float()
+        first_bad = (self.first < 0) & ~torch.isfinite(loss)
+        self.first = torch.where(first_bad, self.step, self.first)
+        self.value = torch.where(first_bad, loss, self.value)
+        self.step += 1
+
+    def read(self) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first non-finite loss (0-based step), or None."""
+        first = int(self.first)
+        return None if first < 0 else (first, float(self.value))
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -675,14 +711,14 @@ def _train_state(run: Run) -> dict[str, Any]:
     return state
 
 
-def _nan_message(value: float, epoch: int, step: int, sched: LRSchedule,
+def _nan_message(value: float, epoch: int, step: int, lr: float,
                  history: list[dict[str, Any]], run_dir: Path) -> str:
     if history:
         kept = f"the last good checkpoint {run_dir / LAST} (epoch {history[-1]['epoch']}) is kept"
     else:
         kept = "no checkpoint had been written yet"
     return (f"training loss became {value} in epoch {epoch + 1}, step {step + 1}; training "
-            f"stopped and {kept}. Lower the learning rate (it was {sched.lr:.3g})")
+            f"stopped and {kept}. Lower the learning rate (it was {lr:.3g})")
 
 
 def _summary(row: dict[str, Any], epochs: int) -> str:
