@@ -402,3 +402,33 @@ def test_bf16_needs_an_ampere_gpu(monkeypatch):
     check_precision(torch.device("cpu"), "bf16")
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         check_precision(torch.device("cpu"), "fp16")
+
+
+def test_deterministic_flags_are_set_and_restored_exactly(tmp_path, monkeypatch):
+    from attn_lib.training.precision import backend_flags
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the caller's own setting
+    try:
+        # The flags a CUDA run sets (they are plain switches: no GPU needed to set them).
+        with backend_flags(torch.device("cuda"), deterministic=True):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+            assert cudnn.deterministic and not cudnn.benchmark
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        with backend_flags(torch.device("cuda"), deterministic=False):
+            assert cudnn.benchmark
+        assert (cudnn.benchmark, cudnn.deterministic) == before
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's choice is kept
+        with backend_flags(torch.device("cuda"), deterministic=True):
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+        # A deterministic training run leaves the caller's setting as it found it, warn_only
+        # included.
+        attn_lib.train(out_dir=tmp_path / "run", epochs=1, deterministic=True, **TINY)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -9,7 +9,9 @@ SGD steps, then evaluate (with flip TTA), save ``best.pt`` if better, ``last.pt`
 (atomically), and append a line to ``metrics.jsonl``. Because every epoch's randomness is a
 pure function of (seed, epoch) and the checkpoint holds everything else (weights, optimiser,
 schedule, scaler, EMA, history), a run killed at any time and resumed ends with the same
-metrics as an unbroken one (with deterministic kernels).
+metrics and weights as an unbroken one: bit for bit on CPU, and on CUDA with
+``deterministic=True`` under the conditions :func:`~attn_lib.training.precision.backend_flags`
+states (same GPU model, software versions, number of processes, precision and memory format).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .history import append_metrics, write_metrics
 from .optim import EMA, LRSchedule, build_optimizer, load_optimizer_state
 from .precision import (
     autocast,
+    backend_flags,
     check_precision,
     make_scaler,
     resolve_device,
@@ -184,7 +187,8 @@ def train(
         channels_last: channels_last memory format (default: on GPUs; a resumed run keeps
             its own). Stored in the run config; a resumed run may change it (its momentum
             buffers are rebuilt in the parameters' layout).
-        deterministic: deterministic kernels (bit-exact resume on GPU; slower).
+        deterministic: deterministic kernels (slower on GPUs), for exact resume on CUDA; see
+            :func:`attn_lib.training.precision.backend_flags` for what it covers.
         save_attention: save ``attention.png`` (and ``curves.png``) in the run folder.
         **model_options: :data:`attn_lib.DEFAULT_OPTIONS` of the model (e.g. ``normalize``).
 
@@ -205,12 +209,9 @@ def train(
     settings = resolve_settings(model, dataset, overrides, model_options, data_dir=data_dir,
                                 preset=preset, out_dir=out_dir, resume=resume, device=device,
                                 seed=seed, channels_last=channels_last, progress=progress)
-    run = build_run(settings, progress)
-    saved_flags = _set_backend_flags(settings.device, deterministic)
-    try:
+    with backend_flags(settings.device, deterministic):
+        run = build_run(settings, progress)
         fit(run, compile=compile, progress=progress)
-    finally:
-        _restore_backend_flags(saved_flags)
     return finish(run, save_attention, progress)
 
 
@@ -727,21 +728,6 @@ def _summary(row: dict[str, Any], epochs: int) -> str:
             f"{100 * row['train_acc']:.1f}%  test loss {row['test_loss']:.3f} acc "
             f"{100 * row['test_acc']:.1f}%{tta}  lr {row['lr']:.3g}  "
             f"{row['time_s']:.1f}s ({row['images_per_s']:.0f} img/s)")
-
-
-def _set_backend_flags(dev: torch.device, deterministic: bool) -> tuple[Any, ...]:
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels
-    return saved
-
-
-def _restore_backend_flags(saved: tuple[Any, ...]) -> None:
-    torch.use_deterministic_algorithms(saved[0])
-    torch.backends.cudnn.benchmark = saved[1]
 
 
 # --- 4. finish ------------------------------------------------------------------------------
