@@ -73,21 +73,24 @@ def test_evaluate_and_load_model_agree_with_history(learned):
 
 def test_resume_of_a_finished_run_returns_it(learned):
     again = attn_lib.train(out_dir=learned.run_dir, resume=True, progress=False,
-                           save_attention=False)
+                           save_attention=False, device="cpu")
     assert again.history == learned.history
 
 
 def test_resume_refuses_other_settings(learned):
     with pytest.raises(CheckpointError, match="not the requested 'vgg'"):
-        attn_lib.train("vgg", out_dir=learned.run_dir, resume=True, progress=False)
+        attn_lib.train("vgg", out_dir=learned.run_dir, resume=True, progress=False,
+                       device="cpu")
     with pytest.raises(ValueError, match="epochs: 4 -> 9"):
-        attn_lib.train(out_dir=learned.run_dir, resume=True, epochs=9, progress=False)
+        attn_lib.train(out_dir=learned.run_dir, resume=True, epochs=9, progress=False,
+                       device="cpu")
     with pytest.raises(ValueError, match="--resume"):
-        attn_lib.train(out_dir=learned.run_dir, progress=False)
+        attn_lib.train(out_dir=learned.run_dir, progress=False, device="cpu")
 
 
 def _cli(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "attn_lib", "train", "--out", str(run_dir), "--quiet", *extra]
+    return [sys.executable, "-m", "attn_lib", "train", "--out", str(run_dir), "--quiet",
+            "--device", "cpu", *extra]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
@@ -240,7 +243,7 @@ def test_compile_warm_up_changes_nothing_but_the_clock(tmp_path, monkeypatch):
     # few steps of an untrained model amplify, so they are not compared.)
     import attn_lib.training.loop as loop
 
-    kw = dict(preset="smoke", width=0.0625, limit_train=128, limit_test=64, epochs=2,
+    kw = dict(preset="smoke", width=0.0625, limit_train=128, limit_test=64, epochs=2, device="cpu",
               progress=False, save_attention=False, compile=True)
     with monkeypatch.context() as patch:
         patch.setattr(loop, "warm_up", lambda *args, **kwargs: 0.0)
@@ -265,7 +268,7 @@ def test_bf16_autocast_trains_with_fp32_weights_and_loss(tmp_path):
     conv_dtypes = set()
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
-    result = attn_lib.train(model, "synthetic", preset="smoke", precision="bf16",
+    result = attn_lib.train(model, "synthetic", preset="smoke", precision="bf16", device="cpu",
                             out_dir=tmp_path / "run", progress=False, save_attention=False)
     assert torch.bfloat16 in conv_dtypes
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
