@@ -27,6 +27,10 @@ from attn_lib.training.recipe import default_preset_name, get_preset
 #: Timing fields differ between runs; everything else must match exactly after a resume.
 TIME_KEYS = {"train_time_s", "time_s", "elapsed_s", "images_per_s", "warmup_s"}
 REPO = Path(__file__).resolve().parents[1]
+#: Fused SGD runs on CPUs from PyTorch 2.4 (on CUDA from 2.3, the floor of pyproject.toml).
+needs_cpu_fused_sgd = pytest.mark.skipif(
+    tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 4),
+    reason="fused SGD on CPU needs PyTorch >= 2.4")
 
 
 def test_tiny_run_beats_chance_by_a_wide_margin(learned):
@@ -213,6 +217,7 @@ def test_compile_warm_up_leaves_no_trace():
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@needs_cpu_fused_sgd
 def test_optimizer_state_keeps_the_loading_optimizers_implementation():
     from attn_lib.training.optim import build_optimizer, load_optimizer_state
 
@@ -331,6 +336,7 @@ class _StrideCheckingSGD(torch.optim.SGD):
         return super().step(closure)
 
 
+@needs_cpu_fused_sgd
 def test_resume_in_the_other_memory_format_rebuilds_the_momentum_buffers(tmp_path, monkeypatch):
     import attn_lib.training.loop as loop
 

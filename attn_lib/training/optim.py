@@ -20,17 +20,13 @@ def build_optimizer(model: nn.Module, recipe: Recipe,
                     device: torch.device | None = None) -> torch.optim.SGD:
     """SGD with (Nesterov) momentum and weight decay on all parameters, as in the paper.
 
-    On a CUDA device the fused implementation updates all parameters in one kernel launch
-    (the same arithmetic as the default multi-tensor one); older PyTorch without it falls back.
+    On a CUDA device the fused implementation (PyTorch >= 2.3) updates all parameters in one
+    kernel launch, with the same arithmetic as the default multi-tensor one.
     """
-    kwargs = dict(lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                  weight_decay=recipe.weight_decay)
-    if device is not None and device.type == "cuda":
-        try:
-            return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
-        except (TypeError, RuntimeError):  # PyTorch < 2.3 has no fused SGD
-            pass
-    return torch.optim.SGD(model.parameters(), **kwargs)
+    fused = device is not None and device.type == "cuda"
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+                           fused=fused or None)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
