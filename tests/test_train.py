@@ -441,3 +441,26 @@ def test_deterministic_flags_are_set_and_restored_exactly(tmp_path, monkeypatch)
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_evaluation_accumulates_on_the_device_and_reads_once(monkeypatch):
+    # Each host read waits for the GPU: evaluate sums on the device and reads the sums once.
+    from attn_lib.data import normalize
+
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=8, width=0.0625).eval()
+    test = load_dataset("synthetic", "test", limit=64)
+    reads = []
+    for name in ("item", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _real=real, _name=name: reads.append(_name)
+                            or _real(self, *a))
+    metrics = evaluate(model, test, tta=True, batch_size=16)  # 4 batches
+    assert reads == ["tolist"]
+    monkeypatch.undo()
+    with torch.no_grad():
+        logits = model(normalize(test.images, test.mean, test.std)).logits
+    expected = torch.nn.functional.cross_entropy(logits, test.labels)
+    assert metrics["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert metrics["acc"] == (logits.argmax(1) == test.labels).float().mean().item()

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from ..config import smoke_mode
-from .evaluation import evaluate, logits_of
+from .evaluation import evaluation_sums, logits_of, metrics_from_sums
 from .history import append_metrics, write_metrics
 from .optim import EMA, LRSchedule, build_optimizer, load_optimizer_state
 from .precision import (
@@ -585,8 +585,10 @@ def _evaluate_epoch(run: Run) -> dict[str, float]:
     """Test loss and accuracy (and flip TTA) of the evaluated module."""
     # The uncompiled module: eval mode and another batch size would make torch.compile build
     # (and time) new graphs for a small share of the work.
-    metrics = evaluate(run.evaluated, run.test_loader, tta=run.recipe.tta,
-                       precision=run.settings.precision)
+    s = run.settings
+    sums = evaluation_sums(run.evaluated, run.test_loader, run.recipe.tta, s.device,
+                           s.precision)
+    metrics = metrics_from_sums(sums, run.recipe.tta)
     row = {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}
     if run.recipe.tta:
         row.update(test_loss_tta=metrics["loss_tta"], test_acc_tta=metrics["acc_tta"])
