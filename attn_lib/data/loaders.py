@@ -82,6 +82,14 @@ def _default_drop_last(train: bool, size: int, batch_size: int) -> bool:
     return train and size >= batch_size
 
 
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a CPU tensor to ``device``; to a GPU from pinned memory without blocking the host
+    (the caching host allocator keeps the pinned buffer until the copy has run)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class DeviceLoader:
     """Iterate over an :class:`ArrayDataset` held entirely on ``device``.
 
@@ -147,7 +155,7 @@ class DeviceLoader:
         offsets, flipped = _draw_crop_flip(n, PAD, True, generator)
         if self.augment == "flip":
             offsets.fill_(PAD)  # the centre crop of the padded image is the image itself
-        order, offsets, flipped = (t.to(self.device) for t in (order, offsets, flipped))
+        order, offsets, flipped = (to_device(t, self.device) for t in (order, offsets, flipped))
         for i in range(len(self)):
             batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
             x = self.images[order[batch]]
