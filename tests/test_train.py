@@ -464,3 +464,53 @@ def test_evaluation_accumulates_on_the_device_and_reads_once(monkeypatch):
     expected = torch.nn.functional.cross_entropy(logits, test.labels)
     assert metrics["loss"] == pytest.approx(expected.item(), rel=1e-5)
     assert metrics["acc"] == (logits.argmax(1) == test.labels).float().mean().item()
+
+
+# --- what best.pt and last.pt hold -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("save_every_epoch", [True, False])
+def test_best_pt_holds_the_best_epoch(tmp_path, monkeypatch, save_every_epoch):
+    # Scripted test accuracies whose best epoch is neither the first nor the last; the weights
+    # evaluated in each epoch are kept to compare with the checkpoint's.
+    import attn_lib.training.loop as loop
+
+    accuracies, evaluated = iter([0.5, 0.9, 0.3]), []
+
+    def scripted(run):
+        evaluated.append({k: v.clone() for k, v in run.evaluated.state_dict().items()})
+        acc = next(accuracies)
+        return {"test_loss": 1 - acc, "test_acc": acc, "test_loss_tta": 1 - acc,
+                "test_acc_tta": acc}
+
+    writes = []
+    real_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "_evaluate_epoch", scripted)
+    monkeypatch.setattr(loop, "save_checkpoint",
+                        lambda path, payload: writes.append(path.name) or real_save(path, payload))
+    result = attn_lib.train(out_dir=tmp_path / "run", epochs=3, ema_decay=0.9,
+                            save_every_epoch=save_every_epoch, **TINY)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 2 and best["history"] == result.history[:2]
+    for key, value in best["state_dict"].items():
+        assert torch.equal(value, evaluated[1][key]), key
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 3
+    assert all(torch.equal(v, evaluated[2][k]) for k, v in last["state_dict"].items())
+    if save_every_epoch:
+        assert writes == ["best.pt", "last.pt", "best.pt", "last.pt", "last.pt"]
+    else:  # one write of each, at the end
+        assert writes == ["best.pt", "last.pt"]
+        assert len(read_metrics(tmp_path / "run")) == 3  # the metrics still go out every epoch
+
+
+def test_best_pt_of_a_real_run_reproduces_its_epochs_accuracy(learned):
+    best = load_checkpoint(learned.run_dir / "best.pt")
+    scores = [row["test_acc_tta"] for row in learned.history]
+    assert best["epoch"] == scores.index(max(scores)) + 1
+    model, _ = attn_lib.load_model(learned.run_dir / "best.pt")
+    test = load_dataset("synthetic", "test", limit=LEARN["limit_test"])
+    metrics = evaluate(model, test, tta=True)
+    row = learned.history[best["epoch"] - 1]
+    assert metrics["acc"] == pytest.approx(row["test_acc"], abs=1e-6)
+    assert metrics["acc_tta"] == pytest.approx(row["test_acc_tta"], abs=1e-6)

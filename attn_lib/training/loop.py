@@ -86,6 +86,7 @@ class RunSettings:
     channels_last: bool
     checkpoint: dict[str, Any] | None  #: the last.pt a resumed run continues from
     model: nn.Module | None  #: a model the caller built, else None (built from the config)
+    save_every_epoch: bool = True  #: False: best.pt and last.pt are written at the end only
 
 
 @dataclass
@@ -105,6 +106,8 @@ class Run:
     scaler: torch.amp.GradScaler
     history: list[dict[str, Any]]
     start_epoch: int
+    #: with checkpoints at the end only: the best epoch's checkpoint, held until then
+    best_payload: dict[str, Any] | None = None
 
     @property
     def recipe(self) -> Recipe:
@@ -159,6 +162,7 @@ def train(
     channels_last: bool | None = None,
     deterministic: bool = False,
     save_attention: bool = True,
+    save_every_epoch: bool = True,
     **model_options: Any,
 ) -> TrainResult:
     """Train a model of the paper's family and return it with its per-epoch history.
@@ -190,6 +194,10 @@ def train(
         deterministic: deterministic kernels (slower on GPUs), for exact resume on CUDA; see
             :func:`attn_lib.training.precision.backend_flags` for what it covers.
         save_attention: save ``attention.png`` (and ``curves.png``) in the run folder.
+        save_every_epoch: write ``last.pt`` (and ``best.pt`` when better) after every epoch,
+            so that a killed run can resume. ``False``: write both once, when training ends
+            (the best epoch's weights wait in memory): a timed run pays no checkpoint writes,
+            but a run killed before the end leaves nothing to resume from.
         **model_options: :data:`attn_lib.DEFAULT_OPTIONS` of the model (e.g. ``normalize``).
 
     Returns:
@@ -208,7 +216,8 @@ def train(
     )
     settings = resolve_settings(model, dataset, overrides, model_options, data_dir=data_dir,
                                 preset=preset, out_dir=out_dir, resume=resume, device=device,
-                                seed=seed, channels_last=channels_last, progress=progress)
+                                seed=seed, channels_last=channels_last, progress=progress,
+                                save_every_epoch=save_every_epoch)
     with backend_flags(settings.device, deterministic):
         run = build_run(settings, progress)
         fit(run, compile=compile, progress=progress)
@@ -223,7 +232,8 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
                      data_dir: str | Path | None, preset: str | None,
                      out_dir: str | Path | None, resume: bool,
                      device: str | torch.device | None, seed: int,
-                     channels_last: bool | None, progress: bool) -> RunSettings:
+                     channels_last: bool | None, progress: bool,
+                     save_every_epoch: bool = True) -> RunSettings:
     """The run's settings: a new run's from the preset and overrides, a resumed run's from its
     checkpoint (explicit arguments must then agree with it). Loads nothing but the checkpoint."""
     dev = resolve_device(device)
@@ -256,7 +266,7 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
                                                  run_dir / LAST, int(ckpt["epoch"]))
     return RunSettings(config=config, recipe=recipe, run_dir=run_dir, device=dev,
                        precision=config["precision"], channels_last=config["channels_last"],
-                       checkpoint=ckpt, model=instance)
+                       checkpoint=ckpt, model=instance, save_every_epoch=save_every_epoch)
 
 
 def _resumed_precision(config: dict[str, Any], requested: str | None, dev: torch.device,
@@ -558,8 +568,7 @@ def _train_epoch(run: Run, step_model: nn.Module, epoch: int, progress: bool) ->
             if failed is not None:
                 step, value = failed
                 raise NonFiniteLossError(_nan_message(value, epoch, step,
-                                                      sched.lr_at(first_step + step),
-                                                      run.history, s.run_dir))
+                                                      sched.lr_at(first_step + step), run))
             if progress and ((i + 1) % 10 == 0 or i + 1 == steps):
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{sched.lr:.3g}")
     bar.close()
@@ -597,11 +606,19 @@ def _evaluate_epoch(run: Run) -> dict[str, float]:
 
 def _save_epoch(run: Run, epoch: int, is_best: bool) -> None:
     """``best.pt`` when the epoch is the best so far, ``last.pt`` (with the training state)
-    always; both atomically. ``epoch`` counts the epochs done."""
+    always; both atomically. ``epoch`` counts the epochs done. With checkpoints at the end only,
+    the best epoch's checkpoint is kept in memory and both are written after the last epoch."""
     run_dir = run.settings.run_dir
     payload = _payload(run, epoch)
-    if is_best:
+    if is_best and run.settings.save_every_epoch:
         save_checkpoint(run_dir / BEST, payload)
+    elif is_best:  # copies: training goes on changing the weights in place
+        run.best_payload = dict(payload, state_dict=_snapshot(run.evaluated))
+    if not run.settings.save_every_epoch:
+        if epoch < run.recipe.epochs:
+            return
+        if run.best_payload is not None:
+            save_checkpoint(run_dir / BEST, run.best_payload)
     payload["train_state"] = _train_state(run)
     save_checkpoint(run_dir / LAST, payload)
 
@@ -714,9 +731,11 @@ def _train_state(run: Run) -> dict[str, Any]:
     return state
 
 
-def _nan_message(value: float, epoch: int, step: int, lr: float,
-                 history: list[dict[str, Any]], run_dir: Path) -> str:
-    if history:
+def _nan_message(value: float, epoch: int, step: int, lr: float, run: Run) -> str:
+    history, run_dir = run.history, run.settings.run_dir
+    if not run.settings.save_every_epoch:
+        kept = "no checkpoint was written (they are written at the end only)"
+    elif history:
         kept = f"the last good checkpoint {run_dir / LAST} (epoch {history[-1]['epoch']}) is kept"
     else:
         kept = "no checkpoint had been written yet"
