@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -36,7 +37,10 @@ def test_no_argument_main_job_leaves_a_run_folder(main_job):
     run_dir = cwd / MAIN_RUN
     names = {p.name for p in run_dir.iterdir()}
     assert {"last.pt", "best.pt", "metrics.jsonl", "config.json"} <= names
-    assert "attention.png" in names or "attention.png not written" in proc.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert "attention.png" in names, proc.stderr
+    else:  # training succeeds without the plotting dependency, and says what is missing
+        assert "attention.png not written: an optional dependency is missing" in proc.stderr
     assert "done:" in proc.stdout and "preset smoke" in proc.stdout
 
 

@@ -514,3 +514,48 @@ def test_best_pt_of_a_real_run_reproduces_its_epochs_accuracy(learned):
     row = learned.history[best["epoch"] - 1]
     assert metrics["acc"] == pytest.approx(row["test_acc"], abs=1e-6)
     assert metrics["acc_tta"] == pytest.approx(row["test_acc_tta"], abs=1e-6)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+FIGURES = dict(TINY, save_attention=True, epochs=1)
+
+
+def test_attention_png_shows_one_test_image_per_class(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import attn_lib.maps.viz as viz
+
+    shown, real_plot = [], viz.plot_attention_grid
+    monkeypatch.setattr(viz, "plot_attention_grid",
+                        lambda model, images, labels=None, **kw: shown.append(labels.tolist())
+                        or real_plot(model, images, labels=labels, **kw))
+    result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
+    test = load_dataset("synthetic", "test", limit=TINY["limit_test"])
+    assert shown == [sorted(set(test.labels.tolist()))[:8]]
+    assert (result.run_dir / "attention.png").stat().st_size > 1000
+
+
+def test_a_plotting_error_is_a_warning_naming_it(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import attn_lib.maps.viz as viz
+    from attn_lib.training.loop import FigureWarning
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no room for the colour bar")
+
+    monkeypatch.setattr(viz, "plot_attention_grid", broken)
+    with pytest.warns(FigureWarning, match=r"attention.png not written: plotting failed "
+                                           r"\(RuntimeError: no room for the colour bar\)"):
+        result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
+    assert len(result.history) == 1 and (result.run_dir / "last.pt").is_file()
+    assert not (result.run_dir / "attention.png").exists()
+
+
+def test_a_missing_plotting_dependency_is_a_warning_naming_it(tmp_path, monkeypatch):
+    from attn_lib.training.loop import FigureWarning
+
+    monkeypatch.setitem(sys.modules, "attn_lib.maps.viz", None)  # as if it cannot be imported
+    with pytest.warns(FigureWarning, match="attention.png not written: an optional dependency "
+                                           "is missing"):
+        result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
+    assert not (result.run_dir / "attention.png").exists()

@@ -758,29 +758,53 @@ def finish(run: Run, save_attention: bool = True, progress: bool = False) -> Tra
     """The trained model in eval mode, and the run's figures."""
     final = run.evaluated.eval()
     if save_attention:
-        _save_figures(final, run.test_ds, run.settings.run_dir, run.history, progress)
+        _save_figures(final, run.test_ds, run.settings.run_dir, run.history)
     return TrainResult(final, run.history, run.settings.run_dir)
 
 
+class FigureWarning(UserWarning):
+    """A figure of the run folder (``curves.png``, ``attention.png``) could not be written."""
+
+
+#: Images in ``attention.png``: one per class, for the first classes.
+ATTENTION_IMAGES = 8
+
+
 def _save_figures(model: nn.Module, test_ds: Any, run_dir: Path,
-                  history: list[dict[str, Any]], progress: bool) -> None:
-    """``attention.png`` (first test images) and ``curves.png``; skipped if unavailable."""
+                  history: list[dict[str, Any]]) -> None:
+    """``curves.png`` and ``attention.png`` (one test image per class). Training has
+    succeeded when they are drawn, so a failure is a :class:`FigureWarning` naming its
+    cause -- a missing optional dependency or an error while plotting -- not an exception."""
+    if history:
+        _draw(CURVES_PNG, lambda: _plot_curves(history, run_dir / CURVES_PNG))
+    if getattr(model, "levels", ()):  # the plain VGG baseline has no attention maps
+        _draw(ATTENTION_PNG, lambda: _plot_attention(model, test_ds, run_dir / ATTENTION_PNG))
+
+
+def _draw(name: str, plot: Any) -> None:
+    try:
+        plot()
+    except ImportError as exc:
+        warnings.warn(f"{name} not written: an optional dependency is missing ({exc})",
+                      FigureWarning, stacklevel=5)
+    except Exception as exc:
+        warnings.warn(f"{name} not written: plotting failed ({type(exc).__name__}: {exc})",
+                      FigureWarning, stacklevel=5)
+
+
+def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     from .history import plot_history
 
-    if history:
-        plot_history(history).savefig(run_dir / CURVES_PNG, dpi=100)
-    if not getattr(model, "levels", ()):
-        return  # the plain VGG baseline has no attention maps
-    try:
-        from ..maps.viz import plot_attention_grid
-    except ImportError as exc:  # attn_lib.maps is optional for training
-        if progress:
-            print(f"note: attention.png not written ({exc})")
-        return
-    from ..data import normalize
+    plot_history(history).savefig(path, dpi=100)
 
-    n = min(8, len(test_ds))
+
+def _plot_attention(model: nn.Module, test_ds: Any, path: Path) -> None:
+    from ..data import normalize, one_per_class
+    from ..maps.viz import plot_attention_grid
+
+    # A test split stored class by class would otherwise show one class only.
+    index = torch.tensor(one_per_class(test_ds.labels, ATTENTION_IMAGES))
     dev = next(model.parameters()).device
-    images = normalize(test_ds.images[:n], test_ds.mean, test_ds.std).to(dev)
-    plot_attention_grid(model, images, labels=test_ds.labels[:n], classes=test_ds.classes,
-                        mean=test_ds.mean, std=test_ds.std, save_path=run_dir / ATTENTION_PNG)
+    images = normalize(test_ds.images[index], test_ds.mean, test_ds.std).to(dev)
+    plot_attention_grid(model, images, labels=test_ds.labels[index], classes=test_ds.classes,
+                        mean=test_ds.mean, std=test_ds.std, save_path=path)
