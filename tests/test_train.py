@@ -559,3 +559,22 @@ def test_a_missing_plotting_dependency_is_a_warning_naming_it(tmp_path, monkeypa
                                            "is missing"):
         result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
     assert not (result.run_dir / "attention.png").exists()
+
+
+def _strip(rows):
+    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
+
+
+def test_torch_loader_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    # The reference input pipeline: torchvision transforms in a worker process, rebuilt each
+    # epoch from (seed, epoch), so a resumed run sees the same batches and augmentations.
+    kw = dict(TINY, loader="torch", num_workers=1, epochs=3)
+    full = attn_lib.train(out_dir=tmp_path / "full", **kw)
+    assert load_checkpoint(tmp_path / "full" / "last.pt")["config"]["recipe"]["loader"] == "torch"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=tmp_path / "broken", **kw)
+    resumed = attn_lib.train(out_dir=tmp_path / "broken", resume=True, **TINY)
+    assert _strip(resumed.history) == _strip(full.history) and len(full.history) == 3
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
