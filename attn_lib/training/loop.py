@@ -12,6 +12,10 @@ schedule, scaler, EMA, history), a run killed at any time and resumed ends with 
 metrics and weights as an unbroken one: bit for bit on CPU, and on CUDA with
 ``deterministic=True`` under the conditions :func:`~attn_lib.training.precision.backend_flags`
 states (same GPU model, software versions, number of processes, precision and memory format).
+
+Under ``torchrun`` (or inside an initialised process group) the same function trains one run
+over several processes with DistributedDataParallel: each takes its chunk of every global
+batch, and rank 0 alone writes and prints (:mod:`attn_lib.training.distributed`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from torch import nn
 
 from ..checkpoint import BEST, LAST, CheckpointError, load_checkpoint, save_checkpoint
 from ..config import smoke_mode
+from . import distributed
+from .distributed import SINGLE, Distributed
 from .evaluation import evaluation_sums, logits_of, metrics_from_sums
 from .history import append_metrics, write_metrics
 from .optim import EMA, LRSchedule, build_optimizer, load_optimizer_state
@@ -87,6 +93,8 @@ class RunSettings:
     checkpoint: dict[str, Any] | None  #: the last.pt a resumed run continues from
     model: nn.Module | None  #: a model the caller built, else None (built from the config)
     save_every_epoch: bool = True  #: False: best.pt and last.pt are written at the end only
+    group: Distributed = SINGLE  #: this process's place in a data-parallel run
+    sync_bn: bool = False  #: batch-norm statistics over the global batch (several GPUs)
 
 
 @dataclass
@@ -163,6 +171,7 @@ def train(
     deterministic: bool = False,
     save_attention: bool = True,
     save_every_epoch: bool = True,
+    sync_bn: bool | None = None,
     **model_options: Any,
 ) -> TrainResult:
     """Train a model of the paper's family and return it with its per-epoch history.
@@ -198,6 +207,11 @@ def train(
             so that a killed run can resume. ``False``: write both once, when training ends
             (the best epoch's weights wait in memory): a timed run pays no checkpoint writes,
             but a run killed before the end leaves nothing to resume from.
+        sync_bn: in a data-parallel run on GPUs, batch norm with the statistics of the global
+            batch (``SyncBatchNorm``) instead of each process's chunk; default off (a resumed
+            run: its own setting). See :mod:`attn_lib.training.distributed`: under
+            ``torchrun`` (or in an initialised process group) each process trains its chunk of
+            every global batch of ``batch_size`` images, and rank 0 writes the files.
         **model_options: :data:`attn_lib.DEFAULT_OPTIONS` of the model (e.g. ``normalize``).
 
     Returns:
@@ -214,14 +228,21 @@ def train(
         label_smoothing=label_smoothing, schedule=schedule, warmup=warmup, ema_decay=ema_decay,
         precision=precision, loader=loader, num_workers=num_workers, tta=tta, augment=augment,
     )
-    settings = resolve_settings(model, dataset, overrides, model_options, data_dir=data_dir,
-                                preset=preset, out_dir=out_dir, resume=resume, device=device,
-                                seed=seed, channels_last=channels_last, progress=progress,
-                                save_every_epoch=save_every_epoch)
-    with backend_flags(settings.device, deterministic):
-        run = build_run(settings, progress)
-        fit(run, compile=compile, progress=progress)
-    return finish(run, save_attention, progress)
+    dev = resolve_device(device)
+    group = distributed.setup(dev.type)
+    progress = progress and group.is_main
+    try:
+        settings = resolve_settings(
+            model, dataset, overrides, model_options, data_dir=data_dir, preset=preset,
+            out_dir=out_dir, resume=resume, device=distributed.rank_device(dev, group),
+            seed=seed, channels_last=channels_last, progress=progress,
+            save_every_epoch=save_every_epoch, group=group, sync_bn=sync_bn)
+        with backend_flags(settings.device, deterministic):
+            run = build_run(settings, progress)
+            fit(run, compile=compile, progress=progress)
+        return finish(run, save_attention, progress)
+    finally:
+        distributed.teardown(group)
 
 
 # --- 1. resolve the settings ----------------------------------------------------------------
@@ -231,12 +252,13 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
                      overrides: dict[str, Any], model_options: dict[str, Any], *,
                      data_dir: str | Path | None, preset: str | None,
                      out_dir: str | Path | None, resume: bool,
-                     device: str | torch.device | None, seed: int,
-                     channels_last: bool | None, progress: bool,
-                     save_every_epoch: bool = True) -> RunSettings:
+                     device: torch.device, seed: int, channels_last: bool | None,
+                     progress: bool, save_every_epoch: bool = True,
+                     group: Distributed = SINGLE, sync_bn: bool | None = None) -> RunSettings:
     """The run's settings: a new run's from the preset and overrides, a resumed run's from its
-    checkpoint (explicit arguments must then agree with it). Loads nothing but the checkpoint."""
-    dev = resolve_device(device)
+    checkpoint (explicit arguments must then agree with it). Loads nothing but the checkpoint.
+    In a data-parallel run, rank 0 chooses the run folder for all."""
+    dev = device
     instance = model if isinstance(model, nn.Module) else None
     model_name = _model_name(model, instance)
     if instance is not None:
@@ -244,7 +266,8 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
             raise ValueError("width= conflicts with the width of the model passed in")
         overrides = dict(overrides, width=instance.options["width"])
 
-    run_dir = resolve_run_dir(out_dir, model_name or MAIN_MODEL, dataset or MAIN_DATASET, resume)
+    run_dir = distributed.agree(group, lambda: resolve_run_dir(
+        out_dir, model_name or MAIN_MODEL, dataset or MAIN_DATASET, resume))
     ckpt = None
     if resume and (run_dir / LAST).exists():
         ckpt = load_checkpoint(run_dir / LAST, expect_model=model_name)
@@ -263,14 +286,32 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
         config["precision"] = resolve_precision(dev, recipe.precision)
     else:
         config["precision"] = _resumed_precision(config, overrides["precision"], dev,
-                                                 run_dir / LAST, int(ckpt["epoch"]))
+                                                 run_dir / LAST, int(ckpt["epoch"]), group)
+    _processes(config, sync_bn, dev, group, run_dir / LAST if ckpt is not None else None)
     return RunSettings(config=config, recipe=recipe, run_dir=run_dir, device=dev,
                        precision=config["precision"], channels_last=config["channels_last"],
-                       checkpoint=ckpt, model=instance, save_every_epoch=save_every_epoch)
+                       checkpoint=ckpt, model=instance, save_every_epoch=save_every_epoch,
+                       group=group, sync_bn=config["sync_bn"] and group.active)
+
+
+def _processes(config: dict[str, Any], sync_bn: bool | None, dev: torch.device,
+               group: Distributed, resumed_from: Path | None) -> None:
+    """Record the number of processes and the batch-norm mode in ``config``; a resumed run
+    keeps its batch-norm mode unless told otherwise."""
+    saved = config.get("processes", 1)
+    config["sync_bn"] = bool(config.get("sync_bn", False) if sync_bn is None else sync_bn)
+    config["processes"] = group.world_size
+    if config["sync_bn"] and group.active:
+        distributed.check_sync_bn(dev)
+    if resumed_from is not None and saved != group.world_size and group.is_main:
+        warnings.warn(f"{resumed_from}: the run trained with {saved} process(es) and continues "
+                      f"with {group.world_size}: the same global batches, but batch norm sees "
+                      "other chunks, so it will not match an unbroken run bit for bit",
+                      stacklevel=4)
 
 
 def _resumed_precision(config: dict[str, Any], requested: str | None, dev: torch.device,
-                       path: Path, epochs_done: int) -> str:
+                       path: Path, epochs_done: int, group: Distributed = SINGLE) -> str:
     """The precision a resumed run continues in: the one it trained in (``precision="auto"``
     is not resolved afresh: an A100's bf16 run resumed on a T4 would silently become an fp16
     one, or the reverse), unless the caller asks for one explicitly -- a change of recipe,
@@ -288,8 +329,9 @@ def _resumed_precision(config: dict[str, Any], requested: str | None, dev: torch
         return precision
     precision = resolve_precision(dev, requested)
     if saved is not None and precision != saved:
-        warnings.warn(f"{path}: the run trained in {saved} for {epochs_done} epoch(s) and "
-                      f"continues in {precision}, as asked", stacklevel=4)
+        if group.is_main:
+            warnings.warn(f"{path}: the run trained in {saved} for {epochs_done} epoch(s) and "
+                          f"continues in {precision}, as asked", stacklevel=4)
         changes = list(config.get("precision_changes", []))
         config["precision_changes"] = [*changes, {"after_epoch": epochs_done, "from": saved,
                                                    "to": precision}]
@@ -394,13 +436,16 @@ def build_run(settings: RunSettings, progress: bool = False) -> Run:
     if settings.checkpoint is not None:
         _restore(run, settings.checkpoint, settings.run_dir / LAST)
 
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(settings.run_dir, config)
-    write_metrics(settings.run_dir, run.history)  # on resume: exactly the checkpoint's epochs
+    if settings.group.is_main:
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(settings.run_dir, config)
+        write_metrics(settings.run_dir, run.history)  # on resume: the checkpoint's epochs
     if progress:
+        processes = (f" x {settings.group.world_size} processes"
+                     if settings.group.active else "")
         print(f"run folder {settings.run_dir} | {config['model']} (width {recipe.width}) on "
               f"{config['dataset']} ({len(train_ds)} train / {len(test_ds)} test) | preset "
-              f"{recipe.name} | {dev.type} {settings.precision} | epochs "
+              f"{recipe.name} | {dev.type}{processes} {settings.precision} | epochs "
               f"{run.start_epoch}/{recipe.epochs}")
     return run
 
@@ -427,6 +472,8 @@ def _build_model(settings: RunSettings, num_classes: int) -> nn.Module:
     else:
         net = build_model(settings.config["model"], num_classes=num_classes,
                           width=settings.recipe.width, **settings.config["model_options"])
+    if settings.sync_bn:
+        distributed.convert_sync_batchnorm(net, settings.device)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     return net.to(settings.device, memory_format=fmt)
 
@@ -435,15 +482,19 @@ def _build_loaders(settings: RunSettings, train_ds: Any, test_ds: Any) -> tuple[
     from ..data import DeviceLoader, torch_dataloader
 
     recipe, dev, seed = settings.recipe, settings.device, settings.config["seed"]
+    group = settings.group
+    distributed.check_global_batch(recipe.batch_size, len(train_ds), group)
+    # Each rank takes its chunk of every global batch (see attn_lib.training.distributed).
+    shard = dict(rank=group.rank, world_size=group.world_size)
     if recipe.loader == "device":
         train_loader = DeviceLoader(train_ds, recipe.batch_size, train=True, device=dev,
                                     seed=seed, channels_last=settings.channels_last,
-                                    augment=recipe.augment)
+                                    augment=recipe.augment, **shard)
     else:
         train_loader = _EpochDataLoader(torch_dataloader, train_ds, recipe.batch_size,
-                                        recipe.num_workers, seed)
+                                        recipe.num_workers, seed, shard)
     test_loader = DeviceLoader(test_ds, recipe.eval_batch_size, train=False, device=dev,
-                               channels_last=settings.channels_last)
+                               channels_last=settings.channels_last, **shard)
     if len(train_loader) == 0:
         raise ValueError(f"batch size {recipe.batch_size} is larger than the training set "
                          f"({len(train_ds)} images)")
@@ -455,14 +506,16 @@ class _EpochDataLoader:
     so that its shuffle and worker augmentation are reproducible after a resume too."""
 
     def __init__(self, factory: Any, dataset: Any, batch_size: int, num_workers: int,
-                 seed: int) -> None:
+                 seed: int, shard: dict[str, int] | None = None) -> None:
         self.factory, self.dataset, self.seed = factory, dataset, seed
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.shard = shard or {}
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.loader = self.factory(self.dataset, self.batch_size, train=True,
-                                   num_workers=self.num_workers, seed=epoch_seed(self.seed, epoch))
+                                   num_workers=self.num_workers, seed=epoch_seed(self.seed, epoch),
+                                   **self.shard)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -500,8 +553,10 @@ def fit(run: Run, compile: bool = False, progress: bool = False) -> None:
     with a one-time warm-up (compilation, cuDNN's kernel search) before the clock starts."""
     from tqdm.auto import tqdm
 
-    recipe = run.recipe
-    step_model = torch.compile(run.net) if compile else run.net
+    recipe, group = run.recipe, run.settings.group
+    step_model = distributed.wrap(run.net, run.settings.device, group)
+    if compile:
+        step_model = torch.compile(step_model)
     warmup_s = 0.0
     if (compile or run.settings.device.type == "cuda") and run.start_epoch < recipe.epochs:
         warmup_s = _warm_up_run(run, step_model)
@@ -515,9 +570,10 @@ def fit(run: Run, compile: bool = False, progress: bool = False) -> None:
         row = _epoch_row(run, epoch, stats, _evaluate_epoch(run))
         row["warmup_s"] = warmup_s if epoch == run.start_epoch else 0.0
         run.history.append(row)
-        _save_epoch(run, epoch + 1, is_best=row[score_key] > best)
+        if group.is_main:  # every rank holds the same row: rank 0 writes it
+            _save_epoch(run, epoch + 1, is_best=row[score_key] > best)
+            append_metrics(run.settings.run_dir, row)
         best = max(best, row[score_key])
-        append_metrics(run.settings.run_dir, row)
         if progress:
             tqdm.write(_summary(row, recipe.epochs))
 
@@ -534,7 +590,7 @@ def _train_epoch(run: Run, step_model: nn.Module, epoch: int, progress: bool) ->
 
     s, recipe, sched = run.settings, run.recipe, run.schedule
     dev = s.device
-    seed_epoch(s.config["seed"], epoch)
+    seed_epoch(s.config["seed"], epoch, s.group.rank)
     if hasattr(run.train_loader, "set_epoch"):
         run.train_loader.set_epoch(epoch)
     run.net.train()
@@ -564,7 +620,7 @@ def _train_epoch(run: Run, step_model: nn.Module, epoch: int, progress: bool) ->
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         if (i + 1) % sync_every == 0 or i + 1 == steps:
-            failed = watch.read()
+            failed = watch.read(s.group)
             if failed is not None:
                 step, value = failed
                 raise NonFiniteLossError(_nan_message(value, epoch, step,
@@ -572,8 +628,12 @@ def _train_epoch(run: Run, step_model: nn.Module, epoch: int, progress: bool) ->
             if progress and ((i + 1) % 10 == 0 or i + 1 == steps):
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{sched.lr:.3g}")
     bar.close()
+    # The whole global batch's figures: summed over the ranks, read once.
+    totals = torch.stack([loss_sum.double(), correct.double(),
+                          torch.tensor(seen, dtype=torch.float64, device=dev)])
+    loss_total, correct_total, images = distributed.all_reduce_sum(totals, s.group).tolist()
     synchronize(dev)
-    return EpochStats(loss_sum.item() / seen, correct.item() / seen, seen,
+    return EpochStats(loss_total / images, correct_total / images, int(images),
                       time.perf_counter() - t0, t0)
 
 
@@ -591,13 +651,16 @@ def _epoch_row(run: Run, epoch: int, stats: EpochStats,
 
 
 def _evaluate_epoch(run: Run) -> dict[str, float]:
-    """Test loss and accuracy (and flip TTA) of the evaluated module."""
+    """Test loss and accuracy (and flip TTA) of the evaluated module; in a data-parallel run
+    each rank evaluates its shard of the test set with rank 0's buffers, and the sums are
+    all-reduced."""
     # The uncompiled module: eval mode and another batch size would make torch.compile build
     # (and time) new graphs for a small share of the work.
     s = run.settings
+    distributed.broadcast_buffers(run.evaluated, s.group)
     sums = evaluation_sums(run.evaluated, run.test_loader, run.recipe.tta, s.device,
                            s.precision)
-    metrics = metrics_from_sums(sums, run.recipe.tta)
+    metrics = metrics_from_sums(distributed.all_reduce_sum(sums, s.group), run.recipe.tta)
     row = {"test_loss": metrics["loss"], "test_acc": metrics["acc"]}
     if run.recipe.tta:
         row.update(test_loss_tta=metrics["loss_tta"], test_acc_tta=metrics["acc_tta"])
@@ -650,10 +713,16 @@ class NonFiniteWatch:
         self.value = torch.where(first_bad, loss, self.value)
         self.step += 1
 
-    def read(self) -> tuple[int, float] | None:
-        """``(step, loss)`` of the first non-finite loss (0-based step), or None."""
-        first = int(self.first)
-        return None if first < 0 else (first, float(self.value))
+    def read(self, group: Distributed = SINGLE) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first non-finite loss (0-based step), or None. In a
+        data-parallel run, the first over all ranks (every rank gets the same answer, so all
+        stop together); the loss is this rank's at that step."""
+        never = torch.iinfo(torch.long).max
+        first = torch.where(self.first < 0, never, self.first)
+        first = int(distributed.all_reduce_min(first, group))
+        if first == never:
+            return None
+        return first, float(self.value) if first == int(self.first) else float("nan")
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -755,9 +824,10 @@ def _summary(row: dict[str, Any], epochs: int) -> str:
 
 
 def finish(run: Run, save_attention: bool = True, progress: bool = False) -> TrainResult:
-    """The trained model in eval mode, and the run's figures."""
-    final = run.evaluated.eval()
-    if save_attention:
+    """The trained model in eval mode (plain batch norm again after ``sync_bn``), and the run's
+    figures (drawn by rank 0)."""
+    final = distributed.revert_sync_batchnorm(run.evaluated).eval()
+    if save_attention and run.settings.group.is_main:
         _save_figures(final, run.test_ds, run.settings.run_dir, run.history)
     return TrainResult(final, run.history, run.settings.run_dir)
 
