@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,8 @@ EXAMPLES = """examples:
   python -m attn_lib evaluate --checkpoint runs/a/best.pt
   python -m attn_lib localize --checkpoint runs/a/best.pt
   python -m attn_lib reproduce --scale cpu --data-dir .data   # the paper's comparison
+  torchrun --standalone --nproc_per_node 8 -m attn_lib train --dataset cifar10 --preset fast
+                                                       # data-parallel on 8 GPUs
 """
 
 
@@ -133,10 +136,14 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (exact resume on GPU; slower)")
+    g.add_argument("--sync-bn", dest="sync_bn", action="store_const", const=True, default=None,
+                   help="under torchrun on GPUs: batch-norm statistics over the global batch "
+                        "(SyncBatchNorm) rather than each process's share")
     g.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     r = p.add_argument_group("recipe (default: the preset's value)")
     r.add_argument("--epochs", type=int)
-    r.add_argument("--batch-size", type=int)
+    r.add_argument("--batch-size", type=int,
+                   help="the global batch: under torchrun split evenly over the processes")
     r.add_argument("--lr", type=float, help="peak (one-cycle) or initial (step) learning rate")
     r.add_argument("--weight-decay", type=float)
     r.add_argument("--momentum", type=float)
@@ -193,7 +200,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "preset", "resume", "width", "device", "compile",
               "seed", "limit_train", "limit_test", "weight_decay", "momentum", "nesterov",
               "label_smoothing", "schedule", "warmup", "ema_decay", "precision", "loader",
-              "num_workers", "tta", "augment", "channels_last", "deterministic")
+              "num_workers", "tta", "augment", "channels_last", "deterministic", "sync_bn")
 MODEL_OPTION_KEYS = ("attention_position", "normalize", "match", "dropout")
 
 
@@ -210,7 +217,7 @@ def train_command(args: argparse.Namespace) -> int:
                    **options)
     last = result.history[-1] if result.history else {}
     acc = last.get("test_acc_tta", last.get("test_acc"))
-    if acc is not None:
+    if acc is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         print(f"done: {len(result.history)} epochs, test accuracy {100 * last['test_acc']:.2f}%"
               + (f" (flip TTA {100 * last['test_acc_tta']:.2f}%)" if "test_acc_tta" in last
                  else "") + f"; run folder {result.run_dir}")

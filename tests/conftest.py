@@ -10,7 +10,7 @@ import attn_lib
 #: The loss sits at chance for the first ~100 steps (the shape must be found in the clutter),
 #: so fewer steps would make the tests that use it flaky; a 1/16-width model keeps steps cheap.
 LEARN = dict(preset="cpu", width=0.0625, limit_train=4096, limit_test=256, epochs=4,
-             augment="none")
+             augment="none", device="cpu")
 
 
 @pytest.fixture(scope="session")

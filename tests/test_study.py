@@ -156,7 +156,7 @@ def test_jaccard_on_hand_made_masks() -> None:
 
 
 SMOKE = dict(scale="smoke", models=["vgg", "vgg-att3-concat-pc"], seeds=[0], epochs=1,
-             progress=False)
+             progress=False, device="cpu")
 
 
 def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) -> None:

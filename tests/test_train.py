@@ -16,7 +16,7 @@ import torch
 from conftest import LEARN
 
 import attn_lib
-from attn_lib.checkpoint import CheckpointError, load_checkpoint
+from attn_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from attn_lib.data import load_dataset
 from attn_lib.models import ModelOutput
 from attn_lib.training import NonFiniteLossError, Recipe, evaluate, plot_history, read_metrics
@@ -27,6 +27,10 @@ from attn_lib.training.recipe import default_preset_name, get_preset
 #: Timing fields differ between runs; everything else must match exactly after a resume.
 TIME_KEYS = {"train_time_s", "time_s", "elapsed_s", "images_per_s", "warmup_s"}
 REPO = Path(__file__).resolve().parents[1]
+#: Fused SGD runs on CPUs from PyTorch 2.4 (on CUDA from 2.3, the floor of pyproject.toml).
+needs_cpu_fused_sgd = pytest.mark.skipif(
+    tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 4),
+    reason="fused SGD on CPU needs PyTorch >= 2.4")
 
 
 def test_tiny_run_beats_chance_by_a_wide_margin(learned):
@@ -73,21 +77,24 @@ def test_evaluate_and_load_model_agree_with_history(learned):
 
 def test_resume_of_a_finished_run_returns_it(learned):
     again = attn_lib.train(out_dir=learned.run_dir, resume=True, progress=False,
-                           save_attention=False)
+                           save_attention=False, device="cpu")
     assert again.history == learned.history
 
 
 def test_resume_refuses_other_settings(learned):
     with pytest.raises(CheckpointError, match="not the requested 'vgg'"):
-        attn_lib.train("vgg", out_dir=learned.run_dir, resume=True, progress=False)
+        attn_lib.train("vgg", out_dir=learned.run_dir, resume=True, progress=False,
+                       device="cpu")
     with pytest.raises(ValueError, match="epochs: 4 -> 9"):
-        attn_lib.train(out_dir=learned.run_dir, resume=True, epochs=9, progress=False)
+        attn_lib.train(out_dir=learned.run_dir, resume=True, epochs=9, progress=False,
+                       device="cpu")
     with pytest.raises(ValueError, match="--resume"):
-        attn_lib.train(out_dir=learned.run_dir, progress=False)
+        attn_lib.train(out_dir=learned.run_dir, progress=False, device="cpu")
 
 
 def _cli(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "attn_lib", "train", "--out", str(run_dir), "--quiet", *extra]
+    return [sys.executable, "-m", "attn_lib", "train", "--out", str(run_dir), "--quiet",
+            "--device", "cpu", *extra]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
@@ -127,7 +134,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert not [p for p in broken.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("read_every", [1, 3])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, read_every):
+    # A GPU run reads the loss back only every few steps (read_every 3 here); the message must
+    # still name the step whose loss was NaN, not the step that looked.
+    import attn_lib.training.loop as loop
+
+    monkeypatch.setattr(loop, "HOST_READ_EVERY", {"cpu": read_every})
     classes = len(load_dataset("synthetic", limit=1).classes)
     model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=classes, width=0.0625)
     calls = {"train": 0}
@@ -141,9 +154,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     model.register_forward_hook(poison)
     run_dir = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"became nan in epoch 2, step 2;.*last good "
+                                                 r"checkpoint"):
         attn_lib.train(model, "synthetic", out_dir=run_dir, preset="smoke", epochs=3,
-                       limit_train=128, limit_test=32, batch_size=32, progress=False)
+                       limit_train=128, limit_test=32, batch_size=32, progress=False,
+                       device="cpu")
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
@@ -202,6 +217,7 @@ def test_compile_warm_up_leaves_no_trace():
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@needs_cpu_fused_sgd
 def test_optimizer_state_keeps_the_loading_optimizers_implementation():
     from attn_lib.training.optim import build_optimizer, load_optimizer_state
 
@@ -232,7 +248,7 @@ def test_compile_warm_up_changes_nothing_but_the_clock(tmp_path, monkeypatch):
     # few steps of an untrained model amplify, so they are not compared.)
     import attn_lib.training.loop as loop
 
-    kw = dict(preset="smoke", width=0.0625, limit_train=128, limit_test=64, epochs=2,
+    kw = dict(preset="smoke", width=0.0625, limit_train=128, limit_test=64, epochs=2, device="cpu",
               progress=False, save_attention=False, compile=True)
     with monkeypatch.context() as patch:
         patch.setattr(loop, "warm_up", lambda *args, **kwargs: 0.0)
@@ -257,7 +273,7 @@ def test_bf16_autocast_trains_with_fp32_weights_and_loss(tmp_path):
     conv_dtypes = set()
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
-    result = attn_lib.train(model, "synthetic", preset="smoke", precision="bf16",
+    result = attn_lib.train(model, "synthetic", preset="smoke", precision="bf16", device="cpu",
                             out_dir=tmp_path / "run", progress=False, save_attention=False)
     assert torch.bfloat16 in conv_dtypes
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
@@ -284,3 +300,281 @@ def test_ema_is_the_ramped_moving_average_of_the_weights():
     assert torch.allclose(ema.module[0].weight, expected)
     assert ema.module[1].num_batches_tracked.item() == 5  # integer buffers are copied
     assert not torch.allclose(ema.module[0].weight, model[0].weight)
+
+
+# --- resuming on other hardware ---------------------------------------------------------------
+
+TINY = dict(preset="smoke", width=0.0625, limit_train=64, limit_test=32, batch_size=32,
+            device="cpu", progress=False, save_attention=False)
+
+
+def _stop_after_first_epoch(monkeypatch):
+    """Make the next run stop once epoch 1 is checkpointed, as a kill would."""
+    import attn_lib.training.loop as loop
+
+    real_append = loop.append_metrics
+
+    def append_then_stop(run_dir, row):
+        real_append(run_dir, row)
+        monkeypatch.setattr(loop, "append_metrics", real_append)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "append_metrics", append_then_stop)
+
+
+class _StrideCheckingSGD(torch.optim.SGD):
+    """Fused SGD that refuses momentum buffers laid out unlike their parameters, as the fused
+    CUDA kernel does (CPU's fused kernel accepts them)."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                buf = self.state.get(p, {}).get("momentum_buffer")
+                if buf is not None and buf.stride() != p.stride():
+                    raise RuntimeError(f"fused SGD: momentum buffer strides {buf.stride()} != "
+                                       f"parameter strides {p.stride()}")
+        return super().step(closure)
+
+
+@needs_cpu_fused_sgd
+def test_resume_in_the_other_memory_format_rebuilds_the_momentum_buffers(tmp_path, monkeypatch):
+    import attn_lib.training.loop as loop
+
+    def fused(net, recipe, dev):
+        return _StrideCheckingSGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                  nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+                                  fused=True)
+
+    monkeypatch.setattr(loop, "build_optimizer", fused)
+    run_dir = tmp_path / "run"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):  # started contiguous, as on a CPU
+        attn_lib.train(out_dir=run_dir, epochs=2, channels_last=False, **TINY)
+    assert json.loads((run_dir / "config.json").read_text())["channels_last"] is False
+    result = attn_lib.train(out_dir=run_dir, resume=True, channels_last=True, **TINY)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    saved = load_checkpoint(run_dir / "last.pt")
+    assert saved["config"]["channels_last"] is True
+    # Resuming keeps the run's format unless told otherwise.
+    attn_lib.train(out_dir=run_dir, resume=True, **TINY)
+    assert json.loads((run_dir / "config.json").read_text())["channels_last"] is True
+
+
+def test_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
+    import attn_lib.training.loop as loop
+
+    run_dir = tmp_path / "run"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):  # "auto" resolves to fp32 on this CPU
+        attn_lib.train(out_dir=run_dir, epochs=3, **TINY)
+    assert json.loads((run_dir / "config.json").read_text())["precision"] == "fp32"
+
+    # Resumed on a device where "auto" means bf16 (an A100, say): it still trains in fp32.
+    real_resolve, real_autocast, used = loop.resolve_precision, loop.autocast, set()
+    monkeypatch.setattr(loop, "resolve_precision",
+                        lambda dev, asked="auto": "bf16" if asked == "auto"
+                        else real_resolve(dev, asked))
+    monkeypatch.setattr(loop, "autocast",
+                        lambda dev, precision: used.add(precision) or real_autocast(dev, precision))
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=run_dir, resume=True, **TINY)
+    assert used == {"fp32"}
+
+    # A device that cannot honour the stored precision is a clear error...
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["epoch"] == 2
+    ckpt["config"]["precision"] = "fp16"  # as if trained on a T4
+    save_checkpoint(run_dir / "last.pt", ckpt)
+    with pytest.raises(ValueError, match=r"trains in fp16, but fp16 training .* needs a CUDA "
+                                         r"GPU.*--precision"):
+        attn_lib.train(out_dir=run_dir, resume=True, **TINY)
+    # ... and an explicit precision continues in it, warned about and recorded.
+    used.clear()
+    with pytest.warns(UserWarning, match="trained in fp16 for 2 epoch.*continues in bf16"):
+        result = attn_lib.train(out_dir=run_dir, resume=True, precision="bf16", **TINY)
+    assert used == {"bf16"} and len(result.history) == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["precision"] == "bf16"
+    assert config["precision_changes"] == [{"after_epoch": 2, "from": "fp16", "to": "bf16"}]
+
+
+def test_bf16_needs_an_ampere_gpu(monkeypatch):
+    from attn_lib.training.precision import check_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # a T4
+    with pytest.raises(ValueError, match="compute capability 7.5"):
+        check_precision(torch.device("cuda"), "bf16")
+    check_precision(torch.device("cuda"), "fp16")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))  # an A100
+    check_precision(torch.device("cuda"), "bf16")
+    check_precision(torch.device("cpu"), "bf16")
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        check_precision(torch.device("cpu"), "fp16")
+
+
+def test_deterministic_flags_are_set_and_restored_exactly(tmp_path, monkeypatch):
+    from attn_lib.training.precision import backend_flags
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the caller's own setting
+    try:
+        # The flags a CUDA run sets (they are plain switches: no GPU needed to set them).
+        with backend_flags(torch.device("cuda"), deterministic=True):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+            assert cudnn.deterministic and not cudnn.benchmark
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        with backend_flags(torch.device("cuda"), deterministic=False):
+            assert cudnn.benchmark
+        assert (cudnn.benchmark, cudnn.deterministic) == before
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's choice is kept
+        with backend_flags(torch.device("cuda"), deterministic=True):
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+        # A deterministic training run leaves the caller's setting as it found it, warn_only
+        # included.
+        attn_lib.train(out_dir=tmp_path / "run", epochs=1, deterministic=True, **TINY)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_evaluation_accumulates_on_the_device_and_reads_once(monkeypatch):
+    # Each host read waits for the GPU: evaluate sums on the device and reads the sums once.
+    from attn_lib.data import normalize
+
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=8, width=0.0625).eval()
+    test = load_dataset("synthetic", "test", limit=64)
+    reads = []
+    for name in ("item", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _real=real, _name=name: reads.append(_name)
+                            or _real(self, *a))
+    metrics = evaluate(model, test, tta=True, batch_size=16)  # 4 batches
+    assert reads == ["tolist"]
+    monkeypatch.undo()
+    with torch.no_grad():
+        logits = model(normalize(test.images, test.mean, test.std)).logits
+    expected = torch.nn.functional.cross_entropy(logits, test.labels)
+    assert metrics["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert metrics["acc"] == (logits.argmax(1) == test.labels).float().mean().item()
+
+
+# --- what best.pt and last.pt hold -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("save_every_epoch", [True, False])
+def test_best_pt_holds_the_best_epoch(tmp_path, monkeypatch, save_every_epoch):
+    # Scripted test accuracies whose best epoch is neither the first nor the last; the weights
+    # evaluated in each epoch are kept to compare with the checkpoint's.
+    import attn_lib.training.loop as loop
+
+    accuracies, evaluated = iter([0.5, 0.9, 0.3]), []
+
+    def scripted(run):
+        evaluated.append({k: v.clone() for k, v in run.evaluated.state_dict().items()})
+        acc = next(accuracies)
+        return {"test_loss": 1 - acc, "test_acc": acc, "test_loss_tta": 1 - acc,
+                "test_acc_tta": acc}
+
+    writes = []
+    real_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "_evaluate_epoch", scripted)
+    monkeypatch.setattr(loop, "save_checkpoint",
+                        lambda path, payload: writes.append(path.name) or real_save(path, payload))
+    result = attn_lib.train(out_dir=tmp_path / "run", epochs=3, ema_decay=0.9,
+                            save_every_epoch=save_every_epoch, **TINY)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 2 and best["history"] == result.history[:2]
+    for key, value in best["state_dict"].items():
+        assert torch.equal(value, evaluated[1][key]), key
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 3
+    assert all(torch.equal(v, evaluated[2][k]) for k, v in last["state_dict"].items())
+    if save_every_epoch:
+        assert writes == ["best.pt", "last.pt", "best.pt", "last.pt", "last.pt"]
+    else:  # one write of each, at the end
+        assert writes == ["best.pt", "last.pt"]
+        assert len(read_metrics(tmp_path / "run")) == 3  # the metrics still go out every epoch
+
+
+def test_best_pt_of_a_real_run_reproduces_its_epochs_accuracy(learned):
+    best = load_checkpoint(learned.run_dir / "best.pt")
+    scores = [row["test_acc_tta"] for row in learned.history]
+    assert best["epoch"] == scores.index(max(scores)) + 1
+    model, _ = attn_lib.load_model(learned.run_dir / "best.pt")
+    test = load_dataset("synthetic", "test", limit=LEARN["limit_test"])
+    metrics = evaluate(model, test, tta=True)
+    row = learned.history[best["epoch"] - 1]
+    assert metrics["acc"] == pytest.approx(row["test_acc"], abs=1e-6)
+    assert metrics["acc_tta"] == pytest.approx(row["test_acc_tta"], abs=1e-6)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+FIGURES = dict(TINY, save_attention=True, epochs=1)
+
+
+def test_attention_png_shows_one_test_image_per_class(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import attn_lib.maps.viz as viz
+
+    shown, real_plot = [], viz.plot_attention_grid
+    monkeypatch.setattr(viz, "plot_attention_grid",
+                        lambda model, images, labels=None, **kw: shown.append(labels.tolist())
+                        or real_plot(model, images, labels=labels, **kw))
+    result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
+    test = load_dataset("synthetic", "test", limit=TINY["limit_test"])
+    assert shown == [sorted(set(test.labels.tolist()))[:8]]
+    assert (result.run_dir / "attention.png").stat().st_size > 1000
+
+
+def test_a_plotting_error_is_a_warning_naming_it(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import attn_lib.maps.viz as viz
+    from attn_lib.training.loop import FigureWarning
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no room for the colour bar")
+
+    monkeypatch.setattr(viz, "plot_attention_grid", broken)
+    with pytest.warns(FigureWarning, match=r"attention.png not written: plotting failed "
+                                           r"\(RuntimeError: no room for the colour bar\)"):
+        result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
+    assert len(result.history) == 1 and (result.run_dir / "last.pt").is_file()
+    assert not (result.run_dir / "attention.png").exists()
+
+
+def test_a_missing_plotting_dependency_is_a_warning_naming_it(tmp_path, monkeypatch):
+    from attn_lib.training.loop import FigureWarning
+
+    monkeypatch.setitem(sys.modules, "attn_lib.maps.viz", None)  # as if it cannot be imported
+    with pytest.warns(FigureWarning, match="attention.png not written: an optional dependency "
+                                           "is missing"):
+        result = attn_lib.train(out_dir=tmp_path / "run", **FIGURES)
+    assert not (result.run_dir / "attention.png").exists()
+
+
+def _strip(rows):
+    return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in rows]
+
+
+def test_torch_loader_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    # The reference input pipeline: torchvision transforms in a worker process, rebuilt each
+    # epoch from (seed, epoch), so a resumed run sees the same batches and augmentations.
+    kw = dict(TINY, loader="torch", num_workers=1, epochs=3)
+    full = attn_lib.train(out_dir=tmp_path / "full", **kw)
+    assert load_checkpoint(tmp_path / "full" / "last.pt")["config"]["recipe"]["loader"] == "torch"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=tmp_path / "broken", **kw)
+    resumed = attn_lib.train(out_dir=tmp_path / "broken", resume=True, **TINY)
+    assert _strip(resumed.history) == _strip(full.history) and len(full.history) == 3
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key

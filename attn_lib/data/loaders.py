@@ -8,6 +8,12 @@ same on any device and after a resume.
 
 :func:`torch_dataloader` is the conventional path -- torchvision transforms per image in worker
 processes -- kept as the reference the fast path is checked against.
+
+Both can serve one process of a data-parallel run (``rank`` of ``world_size``): the batch size
+is then the *global* batch, every epoch's seeded permutation is cut into global batches exactly
+as in one process, and each rank yields its contiguous chunk of every global batch
+(:func:`shard_bounds`). The chunks of all ranks are disjoint and together make up the
+one-process batch.
 """
 
 from __future__ import annotations
@@ -82,6 +88,22 @@ def _default_drop_last(train: bool, size: int, batch_size: int) -> bool:
     return train and size >= batch_size
 
 
+def shard_bounds(length: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank ``rank``'s contiguous chunk when a batch of ``length`` items is
+    split over ``world_size`` ranks (chunk sizes differ by at most one)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return length * rank // world_size, length * (rank + 1) // world_size
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a CPU tensor to ``device``; to a GPU from pinned memory without blocking the host
+    (the caching host allocator keeps the pinned buffer until the copy has run)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class DeviceLoader:
     """Iterate over an :class:`ArrayDataset` held entirely on ``device``.
 
@@ -104,14 +126,19 @@ class DeviceLoader:
             ``"none"``); defaults to ``"crop-flip"`` when ``train``, else ``"none"``.
         drop_last: drop the last incomplete batch; defaults to ``train`` (if a full batch exists).
         channels_last: yield ``x`` in channels-last memory format (faster convs with AMP).
+        rank, world_size: yield only this rank's chunk of every (global) batch of
+            ``batch_size`` images (see the module docstring); ``len()`` still counts the global
+            batches, and a rank whose chunk of the last, incomplete batch is empty skips it.
     """
 
     def __init__(self, ds: ArrayDataset, batch_size: int, train: bool,
                  device: torch.device | str = "cpu", seed: int = 0,
                  augment: bool | str | None = None,
-                 drop_last: bool | None = None, channels_last: bool = False) -> None:
+                 drop_last: bool | None = None, channels_last: bool = False,
+                 rank: int = 0, world_size: int = 1) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        shard_bounds(batch_size, rank, world_size)  # validates rank and world_size
         self.dataset = ds
         self.batch_size = batch_size
         self.train = train
@@ -121,6 +148,7 @@ class DeviceLoader:
         self.drop_last = (_default_drop_last(train, len(ds), batch_size) if drop_last is None
                           else drop_last)
         self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.images = ds.images.to(self.device)
         self.labels = ds.labels.to(self.device)
@@ -138,8 +166,8 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # Draw the whole epoch's randomness up front and copy it to the device once: a small
-        # copy per batch would make the host wait for the GPU every step.
+        # Draw the whole epoch's randomness up front (every rank the same) and copy it to the
+        # device once: a small copy per batch would make the host wait for the GPU every step.
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         self.epoch += 1
         n = len(self.dataset)
@@ -147,9 +175,8 @@ class DeviceLoader:
         offsets, flipped = _draw_crop_flip(n, PAD, True, generator)
         if self.augment == "flip":
             offsets.fill_(PAD)  # the centre crop of the padded image is the image itself
-        order, offsets, flipped = (t.to(self.device) for t in (order, offsets, flipped))
-        for i in range(len(self)):
-            batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        order, offsets, flipped = (to_device(t, self.device) for t in (order, offsets, flipped))
+        for batch in self._local_batches(n):
             x = self.images[order[batch]]
             if self.augment != "none":
                 x = crop_flip(x, offsets[batch], flipped[batch])
@@ -158,6 +185,15 @@ class DeviceLoader:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[order[batch]]
+
+    def _local_batches(self, n: int) -> Iterator[slice]:
+        """This rank's positions in the epoch's order, one slice per global batch."""
+        for i in range(len(self)):
+            start = i * self.batch_size
+            length = min(self.batch_size, n - start)
+            lo, hi = shard_bounds(length, self.rank, self.world_size)
+            if hi > lo:
+                yield slice(start + lo, start + hi)
 
 
 class _TransformDataset(Dataset):
@@ -187,22 +223,70 @@ def reference_transform(ds: ArrayDataset, train: bool) -> Callable[[Tensor], Ten
     return transforms.Compose(steps)
 
 
+class ShardedBatchSampler:
+    """Batches of a seeded random permutation, as ``DataLoader(shuffle=True)`` draws them, of
+    which this rank keeps its chunk of each (see the module docstring).
+
+    The permutation is drawn from ``generator`` when iteration starts, as ``RandomSampler``
+    does, so with one rank the batches are exactly those of ``shuffle=True`` with the same
+    generator.
+    """
+
+    def __init__(self, size: int, batch_size: int, drop_last: bool,
+                 generator: torch.Generator, rank: int = 0, world_size: int = 1) -> None:
+        shard_bounds(batch_size, rank, world_size)  # validates rank and world_size
+        self.size, self.batch_size, self.drop_last = size, batch_size, drop_last
+        self.generator, self.rank, self.world_size = generator, rank, world_size
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        for i in range(len(self)):
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
+            lo, hi = shard_bounds(len(batch), self.rank, self.world_size)
+            if hi > lo:
+                yield batch[lo:hi]
+
+
 def torch_dataloader(ds: ArrayDataset, batch_size: int, train: bool, num_workers: int = 2,
-                     seed: int = 0, drop_last: bool | None = None) -> DataLoader:
+                     seed: int = 0, drop_last: bool | None = None, rank: int = 0,
+                     world_size: int = 1) -> DataLoader:
     """A standard ``DataLoader`` with torchvision CPU transforms and worker processes.
 
     Shuffles and augments when ``train``; pins memory when CUDA is available so copies to the
     GPU can overlap compute. ``seed`` fixes the shuffle order and the workers' seeds (with
-    ``num_workers=0`` the transforms draw from the global torch RNG instead).
+    ``num_workers=0`` the transforms draw from the global torch RNG instead). With ``rank`` and
+    ``world_size`` a training loader yields this rank's chunk of every global batch of
+    ``batch_size`` (see the module docstring); its workers' seeds differ per rank.
     """
     if drop_last is None:
         drop_last = _default_drop_last(train, len(ds), batch_size)
-    return DataLoader(
-        _TransformDataset(ds, reference_transform(ds, train)),
-        batch_size=batch_size,
-        shuffle=train,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    dataset = _TransformDataset(ds, reference_transform(ds, train))
+    generator = torch.Generator().manual_seed(seed)
+    pin = torch.cuda.is_available()
+    if not train:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                          num_workers=num_workers, pin_memory=pin, drop_last=drop_last,
+                          generator=generator)
+    sampler = ShardedBatchSampler(len(ds), batch_size, drop_last, generator, rank, world_size)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin,
+                      generator=generator,
+                      worker_init_fn=_RankSeed(rank) if world_size > 1 else None)
+
+
+class _RankSeed:
+    """Worker initialiser: mix the rank into the worker's seed, so that the ranks' workers
+    (which share the loader's base seed) augment their images independently."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __call__(self, worker_id: int) -> None:
+        import random
+
+        seed = mix_seed(torch.initial_seed(), self.rank)
+        torch.manual_seed(seed)
+        random.seed(seed)

@@ -2,7 +2,8 @@
 
 Modules: ``recipe`` (presets), ``precision`` (autocast/scaler/device), ``optim`` (SGD, lr
 schedule, EMA), ``loop`` (the training loop), ``evaluation`` (accuracy, flip TTA),
-``history`` (metrics.jsonl, plot_history), ``state`` (run folders, RNG state).
+``history`` (metrics.jsonl, plot_history), ``state`` (run folders, RNG state),
+``distributed`` (torchrun / DistributedDataParallel).
 """
 
 from .evaluation import evaluate

@@ -65,36 +65,63 @@ def evaluate(
         model = model.to(dev)
     prec = resolve_precision(dev, precision)
     batches = _batches(data, batch_size, dev, channels_last)
+    sums = evaluation_sums(model, batches, tta, dev, prec, channels_last, progress)
+    return metrics_from_sums(sums, tta)
+
+
+#: Positions in the vector :func:`evaluation_sums` returns.
+LOSS, CORRECT, LOSS_TTA, CORRECT_TTA, N = range(5)
+
+
+@torch.no_grad()
+def evaluation_sums(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], tta: bool,
+                    device: torch.device, precision: str, channels_last: bool = False,
+                    progress: bool = False) -> Tensor:
+    """Summed loss and hits over ``batches``, accumulated on ``device``: no host
+    synchronisation per batch (read the result once).
+
+    Returns a float64 vector on ``device`` indexed by :data:`LOSS`, :data:`CORRECT`,
+    :data:`LOSS_TTA`, :data:`CORRECT_TTA` and :data:`N`: sums, not means, so that the parts of a
+    test set evaluated by several processes add up (an all-reduce, see
+    :mod:`attn_lib.training.distributed`).
+    """
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
-    totals = {"loss": 0.0, "correct": 0, "loss_tta": 0.0, "correct_tta": 0}
-    n = 0
+    # float64, like the Python floats a per-batch read would add up (a float32 sum of 10,000
+    # losses would lose digits).
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
     try:
-        from tqdm.auto import tqdm
-
         for x, y in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
-            x = x.to(dev, non_blocking=True)
-            y = y.to(dev, non_blocking=True)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(dev, prec):
+            with autocast(device, precision):
                 logits = logits_of(model(x)).float()
                 logits_flip = logits_of(model(x.flip(3))).float() if tta else None
-            totals["loss"] += F.cross_entropy(logits, y, reduction="sum").item()
-            totals["correct"] += (logits.argmax(1) == y).sum().item()
+            sums[LOSS] += F.cross_entropy(logits, y, reduction="sum")
+            sums[CORRECT] += (logits.argmax(1) == y).sum()
             if logits_flip is not None:
                 probs = (logits.softmax(1) + logits_flip.softmax(1)) / 2
-                totals["loss_tta"] += F.nll_loss(probs.clamp_min(1e-12).log(), y,
-                                                 reduction="sum").item()
-                totals["correct_tta"] += (probs.argmax(1) == y).sum().item()
-            n += len(y)
+                sums[LOSS_TTA] += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
+                sums[CORRECT_TTA] += (probs.argmax(1) == y).sum()
+            sums[N] += len(y)
     finally:
         model.train(was_training)
+    return sums
+
+
+def metrics_from_sums(sums: Tensor, tta: bool) -> dict[str, float]:
+    """The metrics dict of :func:`evaluate` from summed losses and hits (one read)."""
+    total = sums.tolist()
+    n = int(total[N])
     if n == 0:
         raise ValueError("cannot evaluate on an empty data set")
-    result = {"loss": totals["loss"] / n, "acc": totals["correct"] / n, "n": n}
+    result = {"loss": total[LOSS] / n, "acc": total[CORRECT] / n, "n": n}
     if tta:
-        result.update(loss_tta=totals["loss_tta"] / n, acc_tta=totals["correct_tta"] / n)
+        result.update(loss_tta=total[LOSS_TTA] / n, acc_tta=total[CORRECT_TTA] / n)
     return result
 
 

@@ -20,27 +20,43 @@ def build_optimizer(model: nn.Module, recipe: Recipe,
                     device: torch.device | None = None) -> torch.optim.SGD:
     """SGD with (Nesterov) momentum and weight decay on all parameters, as in the paper.
 
-    On a CUDA device the fused implementation updates all parameters in one kernel launch
-    (the same arithmetic as the default multi-tensor one); older PyTorch without it falls back.
+    On a CUDA device the fused implementation (PyTorch >= 2.3) updates all parameters in one
+    kernel launch, with the same arithmetic as the default multi-tensor one.
     """
-    kwargs = dict(lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                  weight_decay=recipe.weight_decay)
-    if device is not None and device.type == "cuda":
-        try:
-            return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
-        except (TypeError, RuntimeError):  # PyTorch < 2.3 has no fused SGD
-            pass
-    return torch.optim.SGD(model.parameters(), **kwargs)
+    fused = device is not None and device.type == "cuda"
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+                           fused=fused or None)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """``optimizer.load_state_dict(state)``, keeping this optimizer's implementation choice
-    (``fused``/``foreach``): a run saved on a GPU may be resumed on a CPU and vice versa."""
+    (``fused``/``foreach``): a run saved on a GPU may be resumed on a CPU and vice versa.
+
+    Per-parameter state (SGD's momentum buffers) is rebuilt in the memory layout of its
+    parameter: ``load_state_dict`` keeps the saved tensors' strides, and a run saved in one
+    layout (contiguous on a CPU, channels_last on a GPU) and resumed in the other would hand
+    the fused CUDA kernel buffers whose strides differ from the parameters' -- which it refuses
+    on the first step.
+    """
     implementation = [{k: g.get(k) for k in ("fused", "foreach")}
                       for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
     for group, impl in zip(optimizer.param_groups, implementation):
         group.update(impl)
+    match_parameter_layout(optimizer)
+
+
+@torch.no_grad()
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor of the parameter's shape the parameter's strides
+    (values unchanged)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                        and value.stride() != param.stride()):
+                    optimizer.state[param][key] = torch.empty_like(param).copy_(value)
 
 
 class LRSchedule:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import LAST, atomic_write_bytes
+from ..data.base import mix_seed
 
 CONFIG_FILE = "config.json"
 RUNS_ROOT = "runs"
@@ -60,9 +61,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63)
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
-    """Seed every RNG the training loop uses for ``epoch``."""
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed every RNG the training loop uses for ``epoch``; in a data-parallel run, each
+    rank's differently (rank 0 as a lone process), so that the ranks' dropout masks (and the
+    ``torch`` loader's transforms without workers) are independent."""
     s = epoch_seed(seed, epoch)
+    if rank:
+        s = mix_seed(s, rank)
     torch.manual_seed(s)  # also seeds all CUDA devices
     random.seed(s)
 
