@@ -185,6 +185,19 @@ def test_presets_and_precision_choices(monkeypatch):
         get_preset("turbo")
 
 
+
+def test_per_model_adjustments_match_whole_names():
+    # paper: batch 64 for the three-level attention models only (the authors' run scripts)
+    assert get_preset("paper", "vgg-att3-concat-pc").batch_size == 64
+    assert get_preset("paper", "vgg-att3-indep-dp").batch_size == 64
+    assert get_preset("paper", "vgg-att2-concat-pc").batch_size == 128
+    assert get_preset("paper", "vgg").batch_size == 128
+    # cpu: the pooled baseline trains longer; "vgg" must not match "vgg-noatt" or "vgg-att3-..."
+    assert get_preset("cpu", "vgg").epochs == 30
+    assert get_preset("cpu", "vgg-noatt").epochs == get_preset("cpu").epochs == 10
+    assert get_preset("cpu", "vgg-att3-concat-pc").epochs == 10
+    assert get_preset("cpu", "vgg").batch_size == get_preset("cpu").batch_size
+
 def test_schedules():
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=1.0)
