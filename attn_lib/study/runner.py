@@ -175,7 +175,7 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
     ckpt = load_checkpoint(last)
     model = model_from_checkpoint(ckpt, last).to(dev)
     record = {
-        "model": model_name, "seed": seed, "run_dir": str(run_dir),
+        "model": model_name, "seed": seed, "run_dir": run_dir.name,  # no local paths in results
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": len(history), "recipe": ckpt["config"]["recipe"],
         "train_time_s": history[-1]["elapsed_s"],
