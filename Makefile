@@ -2,6 +2,8 @@
 #   make run    - set up, then train the main job (vgg-att3-concat-pc on the offline synthetic data)
 #   make test   - set up (with dev tools), then lint and run every test, notebooks included
 #   make bench  - set up, then print the training-speed benchmark
+#   make notebooks - sync the notebook pairs, then execute 01, 02 and 04 (real mode, CPU) and
+#                 write their outputs into the .ipynb files
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ BIN := $(VENV)/bin
 #   make test TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup setup-dev run test lint bench clean
+.PHONY: setup setup-dev run test lint bench notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,10 @@ test: setup-dev
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+
+notebooks: setup-dev
+	$(BIN)/jupytext --sync notebooks/*.py
+	$(BIN)/python tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
