@@ -68,6 +68,8 @@ if IN_COLAB:
                            "its message is printed above")
     importlib.invalidate_caches()
 
+# %matplotlib inline
+
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F

@@ -63,6 +63,9 @@ if IN_COLAB:
                            "its message is printed above")
     importlib.invalidate_caches()
 
+# %matplotlib inline
+
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from IPython.display import display
@@ -174,6 +177,23 @@ a_dp = normalize_scores(c_dp, "softmax")
 print("dp attention:\n", a_dp[0, 0])
 assert torch.allclose(a_dp.flatten(), torch.tensor([0.083, 0.083, 0.610, 0.225]), atol=1e-3)
 assert torch.isclose(a_dp.sum(), torch.tensor(1.0))
+
+# %% [markdown]
+# Laid out on the grid, this is the **attention map**: one weight per position, on the same grid
+# as the features. The maps of the real network are the same thing, on grids of 32×32, 16×16
+# and 8×8 positions.
+
+# %%
+fig, ax = plt.subplots(figsize=(2.6, 2.3))
+shown_map = ax.imshow(a_dp[0, 0], cmap="viridis", vmin=0, vmax=1)
+for (row, col), weight in zip([(0, 0), (0, 1), (1, 0), (1, 1)], a_dp.flatten().tolist()):
+    ax.text(col, row, f"{weight:.3f}", ha="center", va="center",
+            color="black" if weight > 0.5 else "white")
+ax.set_xticks([])
+ax.set_yticks([])
+ax.set_title("dp attention a", fontsize=9)
+fig.colorbar(shown_map, ax=ax)
+plt.show()
 
 # %% [markdown]
 # ### Step 3: the attended descriptor
@@ -379,7 +399,7 @@ display(plot_attention_grid(model, x[:4], labels[:4], classes, samples.mean, sam
 
 # %% [markdown]
 # Then the shipped `pc` weights, trained on CIFAR-10 (a narrow model trained for a few epochs,
-# so expect some wrong predictions). Compare where the maps of each level sit relative to the
+# so some of its predictions may be wrong). Compare where the maps of each level sit relative to the
 # objects; notebook 04 looks at trained maps in detail and measures, on data with object masks,
 # how often they land on the object.
 

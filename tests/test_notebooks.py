@@ -238,8 +238,9 @@ def run_setup_as_on_colab(name: str, monkeypatch, returncode: int) -> list[list[
 
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.setattr(subprocess, "run", fake_run)
-    source = setup_source(name)
-    assert not re.search(r"^\s*[%!]", source, re.MULTILINE), "the setup cell must be plain Python"
+    # Plain Python but for IPython's line magics (%matplotlib inline), which need a kernel.
+    source = re.sub(r"^%.*$", "", setup_source(name), flags=re.MULTILINE)
+    assert not re.search(r"^\s*[%!]", source, re.MULTILINE), "only top-level magics, please"
     exec(compile(source, f"{name} setup cell", "exec"), {"__name__": "__main__"})
     return calls
 
@@ -362,6 +363,12 @@ def check_executed(name: str, notebook, seconds: float, workdir: Path) -> None:
     for index, cell in enumerate(code):
         for output in cell.outputs:
             assert output.output_type != "error", f"{name}: code cell {index} raised"
+            data = output.get("data", {})
+            # A figure displayed without the notebook's image formatter shows up as its repr.
+            assert not (str(data.get("text/plain", "")).startswith(("<Figure", "Figure("))
+                        and "image/png" not in data), (
+                f"{name}: code cell {index} displayed a figure as text, not as an image"
+            )
     assert not list(NOTEBOOK_DIR.glob("runs")), "a notebook wrote runs/ into the repository"
     assert seconds < SECONDS_PER_NOTEBOOK, (
         f"{name} took {seconds:.0f} s; each notebook must stay under {SECONDS_PER_NOTEBOOK} s "
