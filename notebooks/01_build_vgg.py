@@ -419,8 +419,8 @@ trained = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
 info = trained.weights_info
 entry = next(e for e in attn_lib.list_weights("vgg-att3-concat-pc") if e["weights"] == "cifar10")
 how = entry["trained"]
-print(f"width {entry['width']}, {how['epochs']} epochs on {how['data']}; {how['hardware']}, "
-      f"{how['date']}")
+print(f"width {entry['width']}, {how['epochs']} epochs on {how.get('data', entry['dataset'])}")
+print(f"trained with: {how['command']}\non: {how['hardware']} {how.get('date', '')}")
 print(f"test accuracy recorded with the weights: {entry['test_acc']:.1%}")
 x_trained = normalize(images, info["mean"], info["std"])
 with torch.no_grad():
