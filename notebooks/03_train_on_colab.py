@@ -48,11 +48,12 @@
 # whole training set kept on the GPU) cut to 10 epochs per model. Set `FULL_RECIPE = True` for
 # the paper's own schedule instead (300 epochs, learning rate halved every 25 epochs), which
 # takes many hours: longer than a free Colab session, which is what Drive and resuming are for.
-# As a guide, one training epoch of either model is about 1.2 PFLOP (3.9 GMAC per image forward,
-# ×3 with the backward pass, ×2 FLOP per multiply-add, 50,000 images); at the 10–20 TFLOP/s
-# that a T4 might sustain in fp16 that is 1–2 minutes per epoch. **These T4 figures are
-# estimates from the operation count, not measurements;** the notebook prints the time it
-# measures, on the hardware it names.
+# As a guide, one training epoch of the attention model is about 1.2 PFLOP (3.9 GMAC per image
+# forward, ×3 with the backward pass, ×2 FLOP per multiply-add, 50,000 images); at the
+# 10–20 TFLOP/s that a T4 might sustain in fp16 that is 1–2 minutes per epoch. The baseline
+# `vgg` pools after every block and needs about a twelfth of that (0.31 GMAC per image).
+# **These T4 figures are estimates from the operation count, not measurements;** the notebook
+# prints the time it measures, on the hardware it names.
 #
 # **Disconnects, and notebook 04.** Every epoch writes `last.pt` (and `best.pt` when the test
 # accuracy improves) to the run folder, whose name holds the model, data set, recipe and epoch
