@@ -340,8 +340,9 @@ print(format_table(table))
 # %% [markdown]
 # Read the `attention` rows against the `uniform` row: scores above it mean the maps
 # concentrate on the object rather than on the clutter. The next cell names the level that
-# localises best in this table and checks what must hold for any trained model: chance equals
-# the objects' average area, inside the data module's 6–15 %, and the best level beats it.
+# localises best in this table (for this model; another training run may rank the levels
+# differently) and checks two things: chance equals the objects' average area, inside the data
+# module's 6–15 %, and the best level beats chance, as any map that localises at all must.
 
 # %%
 attention_rows = [r for r in table if r.method == "attention"]
