@@ -337,8 +337,9 @@ def execute(name: str, workdir: Path, *, smoke: bool, guard: bool = False,
     # One OpenMP thread per kernel (unless the caller chose): the models are tiny, and on a
     # busy machine two spinning OpenMP threads made their training 3-6x slower.
     env.setdefault("OMP_NUM_THREADS", "1")
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(workdir)}},
+    # A kernel can take more than nbclient's default minute to start on a busy machine.
+    client = NotebookClient(notebook, timeout=timeout, startup_timeout=300,
+                            kernel_name="python3", resources={"metadata": {"path": str(workdir)}},
                             record_timing=False, store_widget_state=False)
     start = time.perf_counter()
     try:
