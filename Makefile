@@ -5,6 +5,8 @@
 #   make mutate - set up (with dev tools), then mutation-test the model, maps and training step
 #                 (hours on 2 cores; not part of CI; a rerun resumes). One module, tested afresh:
 #                 make mutate MUTANTS='attn_lib.models.attention.*'
+#   make notebooks - sync the notebook pairs, then execute 01, 02 and 04 (real mode, CPU) and
+#                 write their outputs into the .ipynb files
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +18,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # Empty = all of [tool.mutmut] in pyproject.toml, resuming where the last run stopped.
 MUTANTS ?=
 
-.PHONY: setup setup-dev run test lint bench mutate clean
+.PHONY: setup setup-dev run test lint bench notebooks mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +54,15 @@ bench: setup
 
 # Results stay in mutants/; `mutmut results` lists the survivors, `mutmut show NAME` one diff.
 # Of training/loop.py only train_step has fast tests: its other functions report "no tests".
+# Results stay in mutants/; `mutmut results` lists the survivors, `mutmut show NAME` one diff.
+# Of training/loop.py only train_step has fast tests: its other functions report "no tests".
 mutate: setup-dev
 	ATTN_LIB_SKIP_SLOW_TESTS=1 nice -n 19 $(BIN)/mutmut run $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
+notebooks: setup-dev
+	$(BIN)/jupytext --sync notebooks/*.py
+	$(BIN)/python tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV) runs mutants .pytest_cache .ruff_cache

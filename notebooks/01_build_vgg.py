@@ -19,60 +19,88 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/attn-lib/attn-lib/blob/main/notebooks/01_build_vgg.ipynb)
 #
-# *Learn To Pay Attention* (Jetley, Lord, Lee and Torr, ICLR 2018) adds **trainable attention** to
-# an ordinary image classifier: the network looks at its own intermediate feature maps, scores every
-# position, and classifies from a weighted sum of those features alone. Before any attention we
-# need the network it is added to. This notebook builds the paper's CIFAR VGG block by block and
-# answers four questions:
+# [*Learn To Pay Attention*](https://arxiv.org/abs/1804.02391) (Jetley, Lord, Lee and Torr,
+# ICLR 2018) adds **trainable attention** to an ordinary image classifier. A conv layer gives a
+# grid of local feature vectors $l_1, \dots, l_n$ (one per position), the end of the network a
+# global vector $g$; attention scores every position, turns the scores into weights and
+# classifies from the weighted sum of the local features alone:
+#
+# $$c_i = \langle u,\ l_i + g \rangle \ \ (\text{pc}) \quad\text{or}\quad
+#   c_i = \langle l_i,\ g \rangle \ \ (\text{dp}), \qquad
+#   a_i = \frac{\exp(c_i)}{\sum_{j=1}^{n} \exp(c_j)} \ \ \text{(Eq. 1)}, \qquad
+#   g_a = \sum_{i=1}^{n} a_i\, l_i \ \ \text{(Eq. 2)}$$
+#
+# Before any attention we need the network it is added to. This notebook builds the paper's
+# CIFAR VGG block by block and answers four questions:
 #
 # 1. Why are there **no pooling layers in the first blocks**?
 # 2. What is the **shape of the feature map after every block**?
-# 3. Where do the **local features `l1`, `l2`, `l3`** and the **global feature `g`** come from?
-# 4. How many **parameters** does it have?
+# 3. Where do the **local features $l^1, l^2, l^3$** and the **global feature $g$** come from?
+# 4. How many **parameters** does it have, and which of them does a `pc` model actually train?
 #
-# and ends with a forward pass on real images. Series: **01 build the VGG** → 02 add attention →
-# 03 train on Colab → 04 plot attention maps. No GPU is needed here.
+# Series: **01 build the VGG** → 02 add attention → 03 train on Colab → 04 plot attention maps.
+# No GPU is needed; everything here runs in about a minute on a laptop CPU.
 
 # %% [markdown]
 # ## Setup
 #
-# On Colab this installs `attn-lib` from its repository. The package asks only for *lower* bounds on
-# `torch`, so pip leaves Colab's own CUDA build of torch alone. Anywhere else the notebook uses the
-# `attn-lib` that is already installed (`pip install -e .` in a clone).
+# On Colab the next cell installs the attn-lib release this notebook was written for
+# (`ATTN_LIB_VERSION`, the one place to change it) and stops with pip's message if the install
+# fails. attn-lib asks only for lower bounds on torch, so pip keeps Colab's own torch. Anywhere
+# else it uses the attn-lib that is installed (`pip install -e .` in a clone).
 
 # %%
+ATTN_LIB_VERSION = "0.1.0"
+REPOSITORY = "https://github.com/attn-lib/attn-lib"
+
+import importlib
+import subprocess
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB:
-    # %pip install -q "attn-lib @ git+https://github.com/attn-lib/attn-lib"
-    print("installed attn-lib from GitHub")
+    spec = f"attn-lib @ git+{REPOSITORY}@v{ATTN_LIB_VERSION}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        print(pip.stdout[-3000:], pip.stderr[-3000:], sep="\n")
+        raise RuntimeError(f"pip could not install {spec} (exit code {pip.returncode}); "
+                           "its message is printed above")
+    importlib.invalidate_caches()
+
+# %matplotlib inline
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
+from matplotlib.patches import FancyBboxPatch
+from torch import nn
 
 import attn_lib
-from attn_lib.data import load_dataset, normalize
+from attn_lib.data import load_samples, normalize, one_per_class
+from attn_lib.models import describe_model
 
-# %matplotlib inline
-# Fast mode for CI (ATTN_LIB_SMOKE=1): offline synthetic images instead of CIFAR-10.
-SMOKE = attn_lib.smoke_mode()
-DATASET = "synthetic" if SMOKE else "cifar10"
+if attn_lib.__version__ != ATTN_LIB_VERSION:
+    message = (f"this notebook was written for attn-lib {ATTN_LIB_VERSION}, "
+               f"but {attn_lib.__version__} is imported")
+    if IN_COLAB:
+        raise RuntimeError(f"{message}; restart the session (Runtime -> Restart session) and "
+                           "run the notebook again")
+    print("warning:", message)
 torch.manual_seed(0)
-print(f"attn-lib {attn_lib.__version__}, torch {torch.__version__}, smoke mode: {SMOKE}")
+print(f"attn-lib {attn_lib.__version__}, torch {torch.__version__}")
 
 # %% [markdown]
-# ## A few test images
+# ## A few real images
 #
-# The library's loader returns the whole split as one `uint8` tensor in PyTorch's layout
-# **(N, C, H, W)**: channels first, RGB order. On Colab this downloads CIFAR-10 (170 MB) once; in
-# smoke mode it draws a small synthetic set offline instead.
+# attn-lib ships 100 CIFAR-10 test images (10 per class), so this notebook needs no download.
+# They come as one `uint8` tensor in PyTorch's layout **(N, C, H, W)**: channels first, RGB.
 
 # %%
-test_set = load_dataset(DATASET, split="test", limit=8)
-images = test_set.images[:8]
-labels = test_set.labels[:8]
-print(test_set.name, "| images", tuple(images.shape), images.dtype, "| classes:", test_set.classes)
+samples = load_samples()
+shown = one_per_class(samples.labels, 8)  # the first image of eight classes
+images, labels = samples.images[shown], samples.labels[shown]
+print(samples, "| images", tuple(images.shape), images.dtype)
 
 # %% [markdown]
 # Matplotlib wants **(H, W, C)**, so each image is permuted before it is shown; showing a CHW
@@ -82,23 +110,23 @@ print(test_set.name, "| images", tuple(images.shape), images.dtype, "| classes:"
 fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2))
 for ax, image, label in zip(axes, images, labels):
     ax.imshow(image.permute(1, 2, 0))  # CHW -> HWC
-    ax.set_title(test_set.classes[label], fontsize=9)
+    ax.set_title(samples.classes[label], fontsize=9)
     ax.axis("off")
 plt.show()
 
 # %% [markdown]
-# The network itself takes *normalised* floats: each channel shifted by the dataset's mean and
-# divided by its standard deviation.
+# The network takes *normalised* floats: each channel shifted by the data set's mean and divided
+# by its standard deviation.
 
 # %%
-x = normalize(images, test_set.mean, test_set.std)
+x = normalize(images, samples.mean, samples.std)
 print("x:", tuple(x.shape), x.dtype, f"mean {x.mean():.2f}, std {x.std():.2f}")
 
 # %% [markdown]
 # ## The plan: thirteen 3×3 convolutions in five blocks
 #
-# The paper's backbone is the CIFAR variant of VGG-16: every layer is a 3×3 convolution, batch norm
-# and ReLU, grouped in five blocks. `VGG_BLOCKS` lists the output channels of each layer.
+# The backbone is the CIFAR variant of VGG-16: every layer is a 3×3 convolution, batch norm and
+# ReLU, grouped in five blocks. `VGG_BLOCKS` lists the output channels of each layer.
 
 # %%
 from attn_lib.models.backbone import GLOBAL_CHANNELS, VGG_BLOCKS
@@ -113,13 +141,12 @@ print("then two more conv + pool stages and a fully connected layer to g, width"
 # %% [markdown]
 # ## Walking through the blocks
 #
-# We build the paper's full-width model (`width=1.0`) and call its backbone's pieces one at a time,
-# printing the shape after each. Evaluation mode turns dropout off and makes batch norm use its
-# running statistics.
+# We build the paper's full-width model (`width=1.0`) and call its backbone's pieces one at a
+# time, printing the shape after each. Evaluation mode turns dropout off and makes batch norm
+# use its running statistics.
 
 # %%
-model = attn_lib.build_model("vgg-att3-concat-pc", num_classes=len(test_set.classes))
-model.eval()
+model = attn_lib.build_model("vgg-att3-concat-pc", num_classes=len(samples.classes)).eval()
 backbone = model.backbone
 
 with torch.no_grad():
@@ -131,15 +158,15 @@ with torch.no_grad():
     print("after block 3 (conv5-7):  ", tuple(l1.shape), "<- l1 = conv7")
 
 # %% [markdown]
-# **No pooling so far.** A textbook CIFAR VGG max-pools after every block, so by conv7 a 32×32 image
-# is down to 8×8. The paper drops the first pools: conv1 … conv7 all work at the full input
-# resolution. The point is the first attention level. It attends over `l1`, the output of conv7,
-# and a 32×32 grid lets it weigh every pixel of a small object separately, where an 8×8 grid only
-# sees 4×4-pixel patches. The price is compute: conv5 … conv7 run on 16× more
-# positions than in the textbook VGG, and so do the blocks after them.
+# **No pooling so far.** The standard CIFAR VGG, which the paper uses as its baseline and
+# attn-lib calls `vgg`, max-pools after every block, so by conv7 a 32×32 image is down to 8×8.
+# The attention network drops the first pools: conv1 … conv7 all work at the full input
+# resolution. The point is the first attention level. It attends over $l^1$, the output of
+# conv7, and a 32×32 grid lets it weigh every pixel of a small object separately, where an 8×8
+# grid only sees 4×4-pixel patches. The price is compute: conv5 … conv7 run on 16× more
+# positions than in the baseline, and so do the blocks after them.
 #
-# From here on each block is followed by a 2×2 max-pool, as usual; two extra conv + pool stages at
-# the end make up for the two pools that were left out.
+# From here on each block is followed by a 2×2 max-pool, as usual.
 
 # %%
 with torch.no_grad():
@@ -155,29 +182,37 @@ with torch.no_grad():
 # %% [markdown]
 # ## The global feature `g`
 #
-# Two more conv + pool stages shrink the map to 1×1 (for a 32×32 input), and a fully connected
-# 512 → 512 layer gives `g`, one vector per image that summarises the whole picture. In the plain
-# VGG, `g` is what the classifier reads. In the attention model `g` has a different job: it is the
-# *query* that decides which local positions matter (notebook 02).
+# Two more conv + pool stages (conv14, conv15) shrink the map to 1×1 for a 32×32 input, and a
+# fully connected 512 → 512 layer gives $g$: one vector per image that summarises the whole
+# picture, the kind of vector an ordinary CNN classifies.
+#
+# **What `g` does, and does not do.** It is tempting to read $g$ as the *query* that decides
+# which positions matter. That is true for the `dp` form, $c_i = \langle l_i, g\rangle$. It is
+# **not** true for the `pc` model built here: in $c_i = \langle u, l_i\rangle + \langle u,
+# g\rangle$ the second term is the same at every position and the softmax removes it, so the
+# map depends on $l$ and $u$ alone. Notebook 02 proves this by hand and on trained models;
+# below, the gradient shows what it costs.
 
 # %%
 with torch.no_grad():
     h = backbone.global_convs(p3)
-    print("after two conv + pool stages:", tuple(h.shape))
+    print("after conv14, conv15 and their pools:", tuple(h.shape))
     g = backbone.global_fc(backbone.global_pool(h).flatten(1))
     print("g:", tuple(g.shape))
 
 # %% [markdown]
-# `backbone(x)` does all of the above in one call and returns the three local maps (before their
-# max-pool), the same maps after the pool, and `g`. The step-by-step tensors match it exactly.
+# `backbone(x)` does all of the above in one call and returns the three local maps (before
+# their max-pool), the same maps after the pool, and `g`. The step-by-step tensors must match it
+# exactly; the cell checks that and stops if they do not.
 
 # %%
 with torch.no_grad():
     features = backbone(x)
 for name, ours, library in zip(("l1", "l2", "l3"), (l1, l2, l3), features.local):
-    print(f"{name}: {tuple(library.shape)}  matches step by step: {torch.equal(ours, library)}")
-same = torch.equal(g, features.global_)
-print(f"g:  {tuple(features.global_.shape)}  matches step by step: {same}")
+    assert torch.equal(ours, library), f"{name} differs from backbone(x)"
+    print(f"{name}: {tuple(library.shape)}  matches step by step")
+assert torch.equal(g, features.global_), "g differs from backbone(x)"
+print(f"g:  {tuple(features.global_.shape)}  matches step by step")
 
 # %% [markdown]
 # So the attention model has three grids of local feature vectors to attend over, each cell
@@ -185,18 +220,129 @@ print(f"g:  {tuple(features.global_.shape)}  matches step by step: {same}")
 #
 # | level | layer | channels | grid for a 32×32 image |
 # |---|---|---|---|
-# | `l1` | conv7 | 256 | 32 × 32 |
-# | `l2` | conv10 | 512 | 16 × 16 |
-# | `l3` | conv13 | 512 | 8 × 8 |
+# | $l^1$ | conv7 | 256 | 32 × 32 |
+# | $l^2$ | conv10 | 512 | 16 × 16 |
+# | $l^3$ | conv13 | 512 | 8 × 8 |
 #
-# and one global vector `g` (512). `l1` is narrower than `g`; notebook 02 shows how the two are
-# matched.
+# and one global vector $g$ (512). $l^1$ is narrower than $g$; notebook 02 shows how the two
+# are matched.
+
+# %% [markdown]
+# ## The architecture, drawn from the model itself
+#
+# The diagram below is not a picture someone drew: `trace` runs one forward pass with hooks on
+# the backbone's stages and on the three attention estimators, records every output's shape,
+# and finds which stage's output each estimator reads. `draw_architecture` turns that record
+# into boxes. Change the model and the diagram changes with it. (The drawing code is plain
+# matplotlib; skip it if you like.)
+
+# %%
+def trace(model, x):
+    """One forward pass with hooks: the backbone's stages in call order as
+    ``(name, input, output)``, the index of the stage each attention estimator reads, and the
+    model's output."""
+    backbone = model.backbone
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    number = {m: i for i, m in enumerate(convs, start=1)}
+
+    def conv_range(module):
+        inside = [number[m] for m in module.modules() if m in number]
+        return f"conv{inside[0]}-{inside[-1]}" if len(inside) > 1 else f"conv{inside[0]}"
+
+    stages = [(conv_range(b), b) for b in backbone.blocks]
+    stages += [(conv_range(backbone.global_convs), backbone.global_convs),
+               ("FC", backbone.global_fc)]
+    calls, read, handles = [], [], []
+    for name, module in stages:
+        handles.append(module.register_forward_hook(
+            lambda _m, inputs, output, name=name: calls.append((name, inputs[0], output))))
+    for estimator in model.estimators:
+        handles.append(estimator.register_forward_pre_hook(
+            lambda _m, inputs: read.append(inputs[0])))
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    # The estimator's input is the very tensor some stage returned: find which.
+    attached = [next(i for i, call in enumerate(calls) if call[2] is t) for t in read]
+    return calls, attached, out
+
+
+def draw_architecture(model, image_size=32):
+    """Boxes for the stages of ``model`` (shapes of one image), its attention estimators and
+    its classifier, as :func:`trace` finds them."""
+    probe = torch.zeros(1, model.backbone.in_channels, image_size, image_size)
+    calls, attached, out = trace(model, probe)
+    fig, ax = plt.subplots(figsize=(12.5, 4.4), layout="constrained")
+    ax.set_xlim(-0.5, len(calls) + 0.5)
+    ax.set_ylim(-2.0, 1.5)
+    ax.axis("off")
+
+    def box(x, y, text, colour, w=0.76, h=0.78):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
+                                    facecolor=colour, edgecolor="black", linewidth=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+
+    def arrow(start, end, **style):
+        ax.annotate("", end, start, arrowprops=dict(arrowstyle="-|>", lw=1.0, **style))
+
+    def dims(t):
+        return "×".join(map(str, t.shape[1:]))
+
+    box(0, 1, f"input\n{dims(probe)}", "white")
+    previous = probe
+    for i, (name, inputs, output) in enumerate(calls, start=1):
+        arrow((i - 0.62, 1), (i - 0.38, 1))
+        if inputs.dim() == 4 and inputs.shape[-1] < previous.shape[-1]:
+            ax.text(i - 0.5, 0.93, "pool", ha="center", va="top", fontsize=7, color="dimgray")
+        if name == "FC":
+            box(i, 1, f"FC → g\n{dims(output)}", "#fde0c5")
+        else:
+            box(i, 1, f"{name}\n{dims(output)}", "#dbe9f6")
+        previous = output
+    xs = [stage + 1 for stage in attached]
+    g_x = len(calls)
+    ax.plot([g_x, g_x, xs[0]], [0.61, 0.1, 0.1], ls="--", lw=0.9, color="tab:orange")
+    for k, (x, maps) in enumerate(zip(xs, out.attention), start=1):
+        arrow((x - 0.2, 0.61), (x - 0.2, -0.11))
+        ax.text(x - 0.17, 0.35, f"l{k}", fontsize=8.5)
+        arrow((x + 0.2, 0.1), (x + 0.2, -0.11), color="tab:orange", ls="--")
+        box(x, -0.5, f"attention {k}\nmap {maps.shape[-2]}×{maps.shape[-1]}\n→ g_a{k}",
+            "#d9f0d3")
+        arrow((x, -0.89), (x, -1.33))
+    pc = all(e.compatibility == "pc" for e in model.estimators)
+    ax.text(g_x - 0.05, 0.14, "g goes to every estimator" + (": its term cancels in pc" if pc
+                                                              else ""),
+            ha="right", va="bottom", fontsize=8, color="tab:orange")
+    head = " → ".join(type(m).__name__ for m in model.heads[0])
+    joined = "concatenate → " if model.aggregation == "concat" else "each level: "
+    box((xs[0] + xs[-1]) / 2, -1.62, f"{joined}{head} → {out.logits.shape[1]} logits",
+        "#f2f2f2", w=xs[-1] - xs[0] + 0.76, h=0.5)
+    ax.set_title(f"{model.name}: where the three attention estimators attach", fontsize=10)
+    return fig
+
+
+calls, attached, _ = trace(model, x[:1])
+print("the estimators read:", [calls[i][0] for i in attached])
+assert [calls[i][0] for i in attached] == ["conv5-7", "conv8-10", "conv11-13"]
+draw_architecture(model)
+plt.show()
+
+# %% [markdown]
+# The three estimators read the outputs of conv7, conv10 and conv13 (the last layer of blocks
+# 3, 4 and 5), before the pool that follows each block. The classifier after them is not a bare
+# linear layer: batch norm, then dropout, then a linear layer. At test time batch norm is a fixed
+# affine map and dropout is off, so the classifier is still linear in the descriptors, as the
+# paper's Sec. 3.3 describes.
 
 # %% [markdown]
 # ## Parameter count
 #
-# Where do the parameters live? Almost all of them are in the convolutions of blocks 4 and 5 and the
-# two global stages (512 channels × 512 channels × 9 weights each). The attention adds very little.
+# Where do the parameters live? Almost all of them are in the convolutions of blocks 4 and 5 and
+# the two global stages (512 channels × 512 channels × 9 weights each). The attention adds very
+# little.
 
 # %%
 def count(module):
@@ -204,23 +350,52 @@ def count(module):
 
 
 parts = {f"block {i + 1}": b for i, b in enumerate(backbone.blocks)}
-parts |= {"global convs": backbone.global_convs, "global fc": backbone.global_fc,
+parts |= {"global convs (conv14-15)": backbone.global_convs, "global FC": backbone.global_fc,
           "attention (3 levels)": model.estimators, "classifier": model.heads}
 for name, part in parts.items():
-    print(f"{name:<22}{count(part):>12,}")
-print(f"{'total':<22}{count(model):>12,}")
-
-baseline = attn_lib.build_model("vgg", num_classes=len(test_set.classes))
-extra = count(model) - count(baseline)
-print(f"\nplain VGG baseline ('vgg'): {count(baseline):,} parameters; "
-      f"the attention model adds {extra:,} ({extra / count(baseline):.1%})")
+    print(f"{name:<26}{count(part):>12,}")
+total = count(model)
+print(f"{'total':<26}{total:>12,}")
+global_branch = count(backbone.global_convs) + count(backbone.global_fc)
+print(f"\nglobal branch (conv14, conv15, FC): {global_branch / 1e6:.2f} M, "
+      f"{global_branch / total:.0%} of the model")
 
 # %% [markdown]
-# ## A forward pass on real images
+# About 19.85 M parameters. **In a `pc` model the global branch, about 5 M of them (a quarter),
+# gets no gradient from the loss:** $g$ reaches the output only through $\langle u, g\rangle$,
+# which the softmax cancels. Weight decay is then the only thing that moves those weights. You
+# can watch it: one backward pass through a narrow copy of the same model (`width=1/16`: same
+# layers, 1/16 of the channels, quick on a CPU) and the largest gradient in each part.
+
+# %%
+torch.manual_seed(0)
+narrow = attn_lib.build_model("vgg-att3-concat-pc", width=1 / 16).train()
+F.cross_entropy(narrow(x).logits, labels).backward()
+largest = {"global branch": 0.0, "everything else": 0.0}
+for name, p in narrow.named_parameters():
+    part = "global branch" if name.startswith("backbone.global_") else "everything else"
+    largest[part] = max(largest[part], p.grad.abs().max().item())
+for part, value in largest.items():
+    print(f"largest |gradient| in {part:<16} {value:.2e}")
+# Only float rounding is left of the global branch's gradient.
+assert largest["global branch"] < 1e-5 * largest["everything else"]
+
+# %% [markdown]
+# Two other models help to read this count. `vgg` is the paper's baseline, the standard CIFAR
+# VGG with a pool after every block and a small classifier on its 1×1 output. `vgg-noatt` is
+# this notebook's backbone without attention, classifying $g$: comparing it with the attention
+# model separates what attention adds from what the changed backbone adds.
+
+# %%
+for name in ("vgg", "vgg-noatt", "vgg-att3-concat-pc"):
+    print(f"{name:<22}{count(attn_lib.build_model(name)) / 1e6:>7.2f} M   "
+          f"{describe_model(name)}")
+
+# %% [markdown]
+# ## A forward pass, untrained and trained
 #
-# The full model returns the class scores (`logits`) and, for each attention level, an attention map
-# of shape (N, 1, h, w). It is untrained, so its predictions are guesses and its class
-# probabilities are close to uniform (one over the number of classes).
+# The full model returns the class scores (`logits`) and, for each attention level, an
+# attention map of shape (N, 1, h, w). This one is untrained, so its predictions are guesses.
 
 # %%
 with torch.no_grad():
@@ -228,19 +403,94 @@ with torch.no_grad():
 probabilities = out.logits.softmax(dim=1)
 print("logits:", tuple(out.logits.shape))
 print("attention maps:", [tuple(a.shape) for a in out.attention])
-print("predicted:", [test_set.classes[i] for i in probabilities.argmax(dim=1)])
-print("true:     ", [test_set.classes[i] for i in labels])
-uniform = 1 / len(test_set.classes)
-print(f"highest class probability: {probabilities.max():.3f} (uniform would be {uniform:.3f})")
+print("predicted:", [samples.classes[i] for i in probabilities.argmax(dim=1)])
+print("true:     ", [samples.classes[i] for i in labels])
+print(f"highest class probability: {probabilities.max():.3f} "
+      f"(one over the number of classes: {1 / len(samples.classes):.3f})")
 
 # %% [markdown]
-# ## Summary
+# attn-lib also ships trained weights, loaded the way torchvision loads its own:
+# `build_model(name, weights="cifar10")`. They belong to narrow (1/16-width) models, trained
+# for a few epochs on a CPU; `attn_lib.list_weights()` says how, and `model.weights_info`
+# carries the normalisation the inputs need. Notebooks 02 and 04 use them.
+
+# %%
+trained = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
+info = trained.weights_info
+entry = next(e for e in attn_lib.list_weights("vgg-att3-concat-pc") if e["weights"] == "cifar10")
+how = entry["trained"]
+print(f"width {entry['width']}, {how['epochs']} epochs on {how.get('data', entry['dataset'])}")
+print(f"trained with: {how['command']}\non: {how['hardware']} {how.get('date', '')}")
+print(f"test accuracy recorded with the weights: {entry['test_acc']:.1%}")
+x_trained = normalize(images, info["mean"], info["std"])
+with torch.no_grad():
+    predicted = trained(x_trained).logits.argmax(dim=1)
+print("predicted:", [info["classes"][i] for i in predicted])
+print("true:     ", [samples.classes[i] for i in labels])
+
+# %% [markdown]
+# ## Exercises
 #
-# * The CIFAR VGG has thirteen 3×3 conv layers; the paper removes the pooling before conv7 so that
-#   the first attention level sees the full 32×32 grid.
-# * The local features come from conv7 (`l1`, 256×32×32), conv10 (`l2`, 512×16×16) and conv13
-#   (`l3`, 512×8×8); the global feature `g` (512) comes from two more conv + pool stages and a
-#   fully connected layer.
-# * The attention model has about 20 million parameters, almost all in the VGG itself.
+# Try them before you open the solutions at the end of the notebook.
 #
-# Next, [02 · Add attention](02_add_attention.ipynb) turns `l` and `g` into attention maps.
+# 1. **Where the baseline is.** How large is conv7's feature map in the paper's baseline `vgg`,
+#    which pools after every block? Check your answer with a forward hook on
+#    `baseline.backbone.blocks[2]`.
+# 2. **Count by hand.** How many parameters does block 5 (conv11-13) have? Each conv is 3×3
+#    without bias, each batch norm has a scale and a shift per channel. Compare with
+#    `count(backbone.blocks[4])`.
+# 3. **Bigger images.** The model accepts any size that is a multiple of 32. What are the shapes
+#    of $l^1$, $l^2$, $l^3$ and $g$ for a 64×64 image?
+
+# %% [markdown]
+# ## What you learned
+#
+# * The attention network keeps conv1 … conv7 at full resolution so that the first attention
+#   level can weigh each of the 32×32 positions; the paper's baseline pools after every block
+#   and is down to 8×8 by conv7.
+# * Attention reads three grids of local features (conv7, conv10, conv13: 32×32, 16×16, 8×8 on
+#   CIFAR) and one global vector $g$ made by two more conv stages and a fully connected layer.
+# * Nearly all of the ~19.9 M parameters are in the VGG itself; the attention adds under 1 %.
+#   In a `pc` model the quarter of them that make $g$ receive no gradient, because the softmax
+#   cancels $g$'s contribution to the scores.
+# * The classifier reads only the attended descriptors, through batch norm, dropout and a linear
+#   layer.
+#
+# Next, [02 · Add attention](02_add_attention.ipynb) turns $l$ and $g$ into attention maps.
+
+# %% [markdown]
+# ## Appendix: solutions
+#
+# **1.** 8×8: the baseline pools after block 1 (32 → 16) and block 2 (16 → 8), so conv7 sees
+# 8×8 and conv13 only 2×2.
+
+# %%
+baseline = attn_lib.build_model("vgg").eval()
+seen = {}
+hook = baseline.backbone.blocks[2].register_forward_hook(
+    lambda _m, _inputs, output: seen.update(conv7=tuple(output.shape)))
+with torch.no_grad():
+    baseline(x[:1])
+hook.remove()
+print("conv7 in vgg:", seen["conv7"])
+assert seen["conv7"] == (1, 256, 8, 8)
+
+# %% [markdown]
+# **2.** Three convs of 3·3·512·512 = 2,359,296 weights each, and three batch norms of
+# 2 · 512 = 1,024: 7,077,888 + 3,072 = **7,080,960**.
+
+# %%
+by_hand = 3 * (3 * 3 * 512 * 512) + 3 * (2 * 512)
+print(f"by hand {by_hand:,}, counted {count(backbone.blocks[4]):,}")
+assert by_hand == count(backbone.blocks[4])
+
+# %% [markdown]
+# **3.** Every grid doubles in each direction: $l^1$ 256×64×64, $l^2$ 512×32×32,
+# $l^3$ 512×16×16. $g$ stays 512: the global stages end at 2×2 and are averaged to 1×1 before
+# the fully connected layer, so the same weights serve any size.
+
+# %%
+with torch.no_grad():
+    big = backbone(torch.randn(1, 3, 64, 64))
+print([tuple(t.shape) for t in big.local], tuple(big.global_.shape))
+assert [t.shape[-1] for t in big.local] == [64, 32, 16] and big.global_.shape == (1, 512)
