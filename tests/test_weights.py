@@ -1,0 +1,169 @@
+"""Trained weights by name: shipped entries, hash checks, unknown names, hosted files by URL."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+
+import pytest
+import torch
+
+import attn_lib
+from attn_lib.data import load_samples, normalize
+from attn_lib.models import weights as W
+
+SHIPPED = W.list_weights()
+
+
+def test_every_shipped_entry_has_the_facts_a_user_needs() -> None:
+    assert {(e["model"], e["weights"]) for e in SHIPPED} >= {
+        ("vgg", "cifar10"), ("vgg-att3-concat-pc", "cifar10"),
+        ("vgg-att3-concat-dp", "cifar10"), ("vgg-att3-concat-pc", "synthetic")}
+    for entry in SHIPPED:
+        for key in ("model", "weights", "dataset", "mean", "std", "test_acc", "width", "classes"):
+            assert key in entry, (entry["model"], key)
+        for key in ("command", "epochs", "seed"):
+            assert key in entry["trained"], (entry["model"], key)
+        assert 0 < entry["test_acc"] <= 1 and len(entry["mean"]) == len(entry["std"]) == 3
+        assert entry["file"].endswith(f"-{entry['sha256'][:8]}.pt")  # torch hub's convention
+
+
+def test_shipped_weights_stay_small() -> None:
+    folder = W._pretrained_dir()
+    total = sum((folder / e["file"]).stat().st_size for e in SHIPPED)
+    assert total < 10 * 2**20
+
+
+@pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: f"{e['model']}-{e['weights']}")
+def test_each_entry_matches_its_file_and_model(entry: dict) -> None:
+    path = W._pretrained_dir() / entry["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    model = attn_lib.build_model(entry["model"], weights=entry["weights"])
+    assert not model.training and model.name == entry["model"]
+    assert model.options["width"] == entry["width"]
+    assert model.options["num_classes"] == len(entry["classes"])
+    assert model.weights_info["mean"] == entry["mean"]
+    state = torch.load(path, weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    if entry["dataset"] == "cifar10":
+        # The recorded accuracy on the shipped sample images is what these weights give.
+        samples = load_samples()
+        with torch.no_grad():
+            x = normalize(samples.images, entry["mean"], entry["std"])
+            acc = (model(x).logits.argmax(1) == samples.labels).float().mean().item()
+        assert acc == pytest.approx(entry["sample_acc"], abs=1e-6)
+        assert entry["classes"] == samples.classes
+
+
+def test_default_is_the_first_entry_of_a_model() -> None:
+    first = W.list_weights("vgg-att3-concat-pc")[0]
+    model = attn_lib.build_model("vgg-att3-concat-pc", weights="DEFAULT")
+    assert model.weights_info["weights"] == first["weights"]
+
+
+def test_unknown_weights_name_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="unknown weights 'imagenet'.*'cifar10'"):
+        attn_lib.build_model("vgg-att3-concat-pc", weights="imagenet")
+    with pytest.raises(ValueError, match="no trained weights for 'vgg-att2-indep-dp'"):
+        attn_lib.build_model("vgg-att2-indep-dp", weights="cifar10")
+
+
+def test_options_that_contradict_the_weights_are_refused() -> None:
+    with pytest.raises(ValueError, match="width=1.0"):
+        attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10", width=1.0)
+    with pytest.raises(ValueError, match="num_classes=100"):
+        attn_lib.build_model("vgg", 100, weights="cifar10")
+
+
+@pytest.fixture()
+def private_store(tmp_path, monkeypatch):
+    """An empty weights folder in place of the package's, with one exported model."""
+    monkeypatch.setattr(W, "_pretrained_dir", lambda: tmp_path)
+    W._manifest.cache_clear()
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-dp", 3, width=0.0625)
+    facts = {"dataset": "toy", "classes": ["a", "b", "c"], "mean": [0.5] * 3,
+             "std": [0.25] * 3, "image_size": 32, "test_acc": 0.5,
+             "trained": {"command": "test", "epochs": 1, "seed": 0}}
+    entry = W.export_weights(model, "toy", facts)
+    yield tmp_path, entry, model
+    W._manifest.cache_clear()
+
+
+def test_export_then_load_round_trips(private_store) -> None:
+    folder, entry, model = private_store
+    assert json.loads((folder / W.MANIFEST).read_text())[0]["sha256"] == entry["sha256"]
+    loaded = attn_lib.build_model("vgg-att2-concat-dp", weights="toy")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x).logits, model.eval()(x).logits)
+
+
+def test_a_file_whose_hash_differs_is_a_clear_error(private_store) -> None:
+    folder, entry, _ = private_store
+    path = folder / entry["file"]
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(W.WeightsError, match="SHA-256.*corrupt or was replaced"):
+        attn_lib.build_model("vgg-att2-concat-dp", weights="toy")
+    path.unlink()
+    with pytest.raises(W.WeightsError, match="missing"):
+        attn_lib.build_model("vgg-att2-concat-dp", weights="toy")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """A local HTTP server for a folder: the hosted-weights path, offline."""
+    root = tmp_path / "www"
+    root.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def _host(private_store, server, monkeypatch, tmp_path, corrupt: bool = False) -> None:
+    folder, entry, _ = private_store
+    root, base = server
+    data = (folder / entry["file"]).read_bytes()
+    if corrupt:
+        data = data[:-1] + bytes([data[-1] ^ 0xFF])
+    (root / entry["file"]).write_bytes(data)
+    hosted = dict(entry, url=f"{base}/{entry['file']}")
+    del hosted["file"]
+    (folder / W.MANIFEST).write_text(json.dumps([hosted]))
+    W._manifest.cache_clear()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+
+def test_hosted_weights_download_once_with_their_hash_checked(private_store, server,
+                                                              monkeypatch, tmp_path) -> None:
+    _host(private_store, server, monkeypatch, tmp_path)
+    _, _, model = private_store
+    loaded = attn_lib.build_model("vgg-att2-concat-dp", weights="toy")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x).logits, model.eval()(x).logits)
+    cached = list((tmp_path / "hub" / "checkpoints").iterdir())
+    assert [p.name for p in cached] == [private_store[1]["file"]]
+    shutil.rmtree(server[0])  # the server has nothing now: the cached copy serves
+    attn_lib.build_model("vgg-att2-concat-dp", weights="toy")
+
+
+def test_a_hosted_file_with_the_wrong_hash_is_refused_and_not_kept(private_store, server,
+                                                                    monkeypatch,
+                                                                    tmp_path) -> None:
+    _host(private_store, server, monkeypatch, tmp_path, corrupt=True)
+    with pytest.raises(W.WeightsError, match="do not match their hash"):
+        attn_lib.build_model("vgg-att2-concat-dp", weights="toy")
+    assert not list((tmp_path / "hub" / "checkpoints").glob("*.pt"))
