@@ -60,8 +60,9 @@ def build_parser(with_localize: bool = True) -> argparse.ArgumentParser:
         epilog=_scales_text(), formatter_class=argparse.RawDescriptionHelpFormatter))
     localize = commands.add_parser(
         "localize", help="score where attention points (pointing game, mass in mask)",
-        description="Score the attention maps of a checkpoint against the object masks of the "
-                    "synthetic data (pointing game and attention mass inside the object).")
+        description="Score the attention maps of a checkpoint against object masks "
+                    "(synthetic data; CUB-200-2011's boxes): pointing game, attention mass "
+                    "inside the object and the Jaccard index of the thresholded map.")
     if with_localize:
         from .maps.localize import add_localize_arguments
 

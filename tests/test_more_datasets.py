@@ -476,3 +476,20 @@ def test_cli_reports_a_missing_optional_package_in_one_line(monkeypatch, tmp_pat
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and "pip install scipy" in err and len(err.splitlines()) == 1
+
+
+def test_localize_reads_cub_from_the_folder_the_checkpoint_was_trained_on(
+        cub_dir: Path, tmp_path: Path, capsys) -> None:
+    # Trained with --data-dir; localize without it must find the same folder (as evaluate does)
+    # and score the attention against CUB's box masks.
+    run = tmp_path / "run"
+    assert main(["train", "--model", "vgg-att2-concat-pc", "--dataset", "cub200", "--data-dir",
+                 str(cub_dir), "--preset", "smoke", "--epochs", "1", "--device", "cpu",
+                 "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["localize", "--checkpoint", str(run), "--device", "cpu",
+                 "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert rows and all(r["images"] == len(load_dataset("cub200", "test", data_dir=cub_dir))
+                        for r in rows)

@@ -204,7 +204,7 @@ def localization_scores(
     if masks_all is None:
         raise ValueError(
             f"dataset {getattr(dataset, 'name', '')!r} has no object masks; localisation needs "
-            "a dataset with masks, e.g. load_dataset('synthetic', split='test')"
+            "a dataset with masks, e.g. load_dataset('synthetic', split='test') or 'cub200'"
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -363,7 +363,12 @@ def localize_command(args: argparse.Namespace) -> int:
     User errors (missing checkpoint, a dataset without masks, mismatched checkpoints) raise
     ``ValueError`` / ``FileNotFoundError`` for the CLI to report as one line.
     """
-    from ..checkpoint import load_model
+    from ..checkpoint import (
+        load_checkpoint,
+        load_model,
+        model_from_checkpoint,
+        resolve_checkpoint_path,
+    )
     from ..data import load_dataset
     from ..training import resolve_device
 
@@ -372,8 +377,10 @@ def localize_command(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     device = resolve_device(args.device)  # ValueError for a bad or missing device
-    model, info = load_model(args.checkpoint, map_location="cpu")
-    model.to(device)
+    path = resolve_checkpoint_path(args.checkpoint)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = model_from_checkpoint(ckpt, path).to(device)
+    info = dict(ckpt["data"])
     baseline = None
     if args.baseline:
         baseline, base_info = load_model(args.baseline, map_location="cpu")
@@ -385,12 +392,17 @@ def localize_command(args: argparse.Namespace) -> int:
                 "both must be trained on the same dataset"
             )
     name = args.dataset or info.get("dataset") or "synthetic"
-    dataset = load_dataset(name, split=args.split, data_dir=args.data_dir,
+    data_dir = args.data_dir
+    if data_dir is None and name == info.get("dataset"):
+        # The folder the checkpoint was trained from, as evaluate does.
+        data_dir = (ckpt.get("config") or {}).get("data_dir")
+    dataset = load_dataset(name, split=args.split, data_dir=data_dir,
                            limit=args.limit or None)
     if dataset.masks is None:
         raise ValueError(
             f"dataset {name!r} has no object masks, so localisation cannot be scored; use a "
-            "checkpoint trained on the synthetic dataset (python -m attn_lib train)"
+            "checkpoint trained on a dataset with masks: synthetic (python -m attn_lib train) "
+            "or cub200 (bounding boxes)"
         )
     size = info.get("image_size")
     if size is not None and int(size) != dataset.image_size:
