@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -201,21 +200,18 @@ def test_reduced_main_job_model_localises_well_above_chance(learned):
     assert best.mass_in_mask >= 2 * chance.mass_in_mask, format_rows(rows)
 
 
-@pytest.mark.skipif(
-    os.environ.get("ATTN_LIB_SKIP_SLOW_TESTS") == "1",
-    reason="trains the CPU main job (~2-3 minutes on 2 cores); ATTN_LIB_SKIP_SLOW_TESTS=1 skips it",
-)
-def test_main_job_model_localises_far_above_chance(tmp_path):
-    # Shorter runs do not do: on the CPU recipe the model only starts to learn the shapes (and
-    # its attention to find them) after some 150 steps, so a seconds-long run stays at chance.
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    result = attn_lib.train(out_dir=tmp_path / "run", progress=False, device="cpu")
-    rows = localization_scores(result.model, load_dataset("synthetic", "test", limit=500))
+def test_main_job_weights_localise_far_above_chance():
+    # The shipped 'synthetic' weights are the main job's model (tests/test_weights.py checks
+    # that they were trained with today's cpu preset and default model): its best level must
+    # point at the object in >= 80 % of test images, with chance at ~10 %.
+    model = attn_lib.build_model("vgg-att3-concat-pc", weights="synthetic")
+    rows = localization_scores(model, load_dataset("synthetic", "test", limit=500))
     chance = rows[-1].pointing_game
-    best = max(r.pointing_game for r in rows if r.method == "attention")
-    assert best >= 0.8 and best >= 5 * chance, format_rows(rows)
-    assert result.history[-1]["test_acc"] >= 0.85, result.history[-1]  # chance is 1/8
-
+    attention = [r for r in rows if r.method == "attention"]
+    best = max(attention, key=lambda r: r.pointing_game)
+    assert best.pointing_game >= 0.8 and best.pointing_game >= 5 * chance, format_rows(rows)
+    assert best.level == 2, format_rows(rows)  # conv10, as the README's table says
+    assert attention[0].accuracy >= 0.95, format_rows(rows)
 
 
 # --- the command line's error paths and the checkpoint's own statistics ----------------------

@@ -180,7 +180,8 @@ def train(
         model: a name from :func:`attn_lib.list_models` (default ``vgg-att3-concat-pc``), or
             a model built by :func:`attn_lib.build_model`. ``None`` with ``resume``: the
             checkpoint's model.
-        dataset: ``synthetic`` (default), ``cifar10``, ``cifar100`` or ``folder``.
+        dataset: one of :data:`attn_lib.data.DATASETS` (default ``synthetic``): ``cifar10``,
+            ``cifar100``, ``svhn``, ``svhn-extra``, ``cub200`` or an image ``folder``.
         data_dir: where the data set lives (see :func:`attn_lib.data.load_dataset`).
         epochs, batch_size, lr, width, limit_train, limit_test, weight_decay, momentum,
             nesterov, label_smoothing, schedule, warmup, ema_decay, precision, loader,
