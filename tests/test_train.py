@@ -591,3 +591,12 @@ def test_torch_loader_trains_and_resumes_exactly(tmp_path, monkeypatch):
     assert _strip(resumed.history) == _strip(full.history) and len(full.history) == 3
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_the_tests_run_on_the_cpu():
+    # tests/conftest.py hides GPUs from the suite; a default device must resolve to the CPU
+    # (on a GPU machine this fails if the pin is lost).
+    from attn_lib.training import resolve_device
+
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+    assert resolve_device(None).type == "cpu" and not torch.cuda.is_available()
