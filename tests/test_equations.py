@@ -103,6 +103,7 @@ def test_dp_scores_pair_each_image_with_its_own_g():
     assert scores.shape == (2, 1, 3, 1) and scores.tolist() == column(DP_SCORES).tolist()
 
 
+@pytest.mark.filterwarnings("error")  # softmax's dimension is named, not left to torch to guess
 def test_softmax_normalises_over_the_positions_of_each_image():
     expected = grid([softmax(s) for s in DP_SCORES])
     torch.testing.assert_close(normalize_scores(grid(DP_SCORES), "softmax"), expected)
@@ -341,3 +342,15 @@ def test_dp_model_uses_each_images_own_g():
                    for level, e in zip(model.levels, model.estimators)]
     for a, s in zip(out.attention, swapped):
         assert not torch.allclose(a, s, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vgg-att3-concat-pc", "vgg-att2-indep-dp"])
+def test_heads_are_batch_norm_dropout_linear_with_the_papers_dropout(name):
+    # BN, dropout 0.5, then the classifier; dropout=False leaves p = 0. (The authors' concat
+    # head also has a ReLU after its BN: docs/DEVIATIONS.md.)
+    for dropout, p in ((True, 0.5), (False, 0.0)):
+        model = attn_lib.build_model(name, width=0.0625, dropout=dropout)
+        for head in model.heads:
+            kinds = [type(m).__name__ for m in head]
+            assert kinds == ["BatchNorm1d", "Dropout", "Linear"], kinds
+            assert head[1].p == p
