@@ -341,3 +341,30 @@ def test_build_model_records_what_rebuilds_it() -> None:
     assert model.options["num_classes"] == 5 and model.options["width"] == 0.25
     clone = attn_lib.build_model(model.name, **model.options)
     clone.load_state_dict(model.state_dict())  # same architecture, strict load succeeds
+
+
+def test_attnvgg_defaults_are_the_papers_model():
+    # attn_lib.AttnVGG() built directly is the same network as build_model's default variant.
+    direct, built = attn_lib.AttnVGG(), attn_lib.build_model("vgg-att3-concat-pc")
+    assert repr(direct) == repr(built)
+    assert (direct.num_classes, len(direct.levels), direct.aggregation,
+            direct.attention_position) == (10, 3, "concat", "before")
+    assert [(e.compatibility, e.normalize) for e in direct.estimators] == [("pc", "softmax")] * 3
+    assert direct.estimators[0].project_local is not None  # match="project_l"
+    assert direct.heads[0][-1].out_features == 10
+
+
+@pytest.mark.parametrize("name", ["vgg-att3-concat-pc", "vgg-noatt"])
+def test_dropout_option_reaches_the_backbone_and_the_head(name):
+    def dropout_rates(model):
+        return sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+
+    assert dropout_rates(attn_lib.build_model(name, width=0.0625)) == [0.3, 0.4, 0.5]
+    assert set(dropout_rates(attn_lib.build_model(name, width=0.0625, dropout=False))) <= {0.0}
+
+
+def test_in_channels_reaches_the_first_convolution():
+    model = attn_lib.build_model("vgg-att3-concat-pc", width=0.0625, in_channels=1).eval()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 1
+    assert model(torch.randn(2, 1, 32, 32)).logits.shape == (2, 10)
