@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -368,3 +369,46 @@ def test_in_channels_reaches_the_first_convolution():
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 1
     assert model(torch.randn(2, 1, 32, 32)).logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(num_classes=0), "num_classes must be a positive integer, got 0"),
+    (dict(num_classes=2.0), "num_classes must be a positive integer, got 2.0"),
+    (dict(attention_levels=1), "attention_levels must be one of [0, 2, 3], got 1"),
+    (dict(aggregation="sum"), "aggregation must be one of concat, indep; got 'sum'"),
+    (dict(attention_position="inside"),
+     "attention_position must be one of before, after; got 'inside'"),
+    (dict(width=0), "width must be a number in (0, 4], got 0"),
+    (dict(width=4.5), "width must be a number in (0, 4], got 4.5"),
+    (dict(in_channels=0), "in_channels must be a positive integer, got 0"),
+    (dict(in_channels=1.0), "in_channels must be a positive integer, got 1.0"),
+])
+def test_attnvgg_names_each_bad_option(options, message):
+    # AttnVGG is public: built directly, it checks its arguments as build_model does.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        attn_lib.AttnVGG(**options)
+
+
+def test_attnvgg_accepts_the_boundaries_of_each_option():
+    with torch.device("meta"):  # a width-4 model without allocating its 300 M parameters
+        model = attn_lib.AttnVGG(num_classes=1, width=4, in_channels=1)
+    assert model.heads[0][-1].out_features == 1
+
+
+@pytest.mark.parametrize("x, message", [
+    ([[0.0]], "expected a torch.Tensor of images, got list"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "convert uint8 images with x.float() / 255"),
+    (torch.zeros(2, 32, 32, 3), "images must be channels-first (N, C, H, W)"),
+    (torch.zeros(1, 3, 40, 64), "spatial size 40x64 is not supported"),
+    (torch.zeros(1, 3, 64, 40), "spatial size 64x40 is not supported"),
+    (torch.zeros(1, 3, 0, 64), "spatial size 0x64 is not supported"),
+])
+def test_bad_input_is_named(x, message):
+    model = attn_lib.build_model("vgg-att3-concat-pc", width=0.0625).eval()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model(x)
+
+
+def test_noatt_head_is_bn_relu_dropout_linear():
+    head = attn_lib.build_model("vgg-noatt", width=0.0625).heads[0]
+    assert [type(m).__name__ for m in head] == ["BatchNorm1d", "ReLU", "Dropout", "Linear"]
