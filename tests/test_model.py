@@ -412,3 +412,11 @@ def test_bad_input_is_named(x, message):
 def test_noatt_head_is_bn_relu_dropout_linear():
     head = attn_lib.build_model("vgg-noatt", width=0.0625).heads[0]
     assert [type(m).__name__ for m in head] == ["BatchNorm1d", "ReLU", "Dropout", "Linear"]
+
+
+def test_backbone_and_baseline_defaults_are_the_papers():
+    # Built directly, each is the full-width, 3-channel, dropout network build_model makes.
+    from attn_lib.models.baseline import VGGBaseline
+
+    assert repr(attn_lib.VGGBackbone()) == repr(attn_lib.build_model("vgg-noatt").backbone)
+    assert repr(VGGBaseline()) == repr(attn_lib.build_model("vgg"))
