@@ -420,3 +420,32 @@ def test_backbone_and_baseline_defaults_are_the_papers():
 
     assert repr(attn_lib.VGGBackbone()) == repr(attn_lib.build_model("vgg-noatt").backbone)
     assert repr(VGGBaseline()) == repr(attn_lib.build_model("vgg"))
+
+
+#: The dropout after each of the 13 convs of the authors' vgg_bn_drop (None: no dropout): 0.3
+#: after conv1, 0.4 after every other conv but the last of each block.
+PAPER_CONV_DROPOUT = [0.3, None, 0.4, None, 0.4, 0.4, None, 0.4, 0.4, None, 0.4, 0.4, None]
+
+
+def _dropout_after_each_conv(model: torch.nn.Module) -> list:
+    rates: list = []
+    waiting = False  # a conv whose dropout, if any, comes before the next pool or layer
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3):
+            rates.append(None)
+            waiting = True
+        elif isinstance(module, torch.nn.Dropout) and waiting:
+            rates[-1], waiting = module.p, False
+        elif isinstance(module, (torch.nn.MaxPool2d, torch.nn.Linear, torch.nn.Conv2d)):
+            waiting = False
+    return rates
+
+
+@pytest.mark.parametrize("name, extra", [("vgg", []), ("vgg-noatt", [0.4, 0.4]),
+                                         ("vgg-att3-concat-pc", [0.4, 0.4])])
+def test_dropout_follows_the_authors_pattern_conv_by_conv(name, extra):
+    # extra: conv14 and conv15 of the global branch in the attention network's backbone
+    model = attn_lib.build_model(name, width=0.0625)
+    assert _dropout_after_each_conv(model) == PAPER_CONV_DROPOUT + extra
+    plain = attn_lib.build_model(name, width=0.0625, dropout=False)
+    assert set(_dropout_after_each_conv(plain)) <= {None, 0.0}
