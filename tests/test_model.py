@@ -449,3 +449,27 @@ def test_dropout_follows_the_authors_pattern_conv_by_conv(name, extra):
     assert _dropout_after_each_conv(model) == PAPER_CONV_DROPOUT + extra
     plain = attn_lib.build_model(name, width=0.0625, dropout=False)
     assert set(_dropout_after_each_conv(plain)) <= {None, 0.0}
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(num_classes=0), "num_classes must be a positive integer, got 0"),
+    (dict(num_classes=2.0), "num_classes must be a positive integer, got 2.0"),
+    (dict(width=0), "width must be a number in (0, 4], got 0"),
+    (dict(width=4.5), "width must be a number in (0, 4], got 4.5"),
+])
+def test_baseline_names_each_bad_option_and_accepts_the_boundaries(options, message):
+    from attn_lib.models.baseline import VGGBaseline
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        VGGBaseline(**options)
+    with torch.device("meta"):
+        assert VGGBaseline(num_classes=1, width=4).classifier[-1].out_features == 1
+
+
+def test_convs_start_with_kaiming_fan_out():
+    # He initialisation over the output fan (as torchvision's VGG): std = sqrt(2 / (out * 9)).
+    # conv1 (3 -> 64 channels) tells fan_out (std 0.059) from fan_in (0.27).
+    torch.manual_seed(0)
+    conv1 = next(m for m in attn_lib.build_model("vgg").modules()
+                 if isinstance(m, torch.nn.Conv2d))
+    assert conv1.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
