@@ -355,7 +355,7 @@ def test_attnvgg_defaults_are_the_papers_model():
     assert direct.heads[0][-1].out_features == 10
 
 
-@pytest.mark.parametrize("name", ["vgg-att3-concat-pc", "vgg-noatt"])
+@pytest.mark.parametrize("name", ["vgg-att3-concat-pc", "vgg-noatt", "vgg"])
 def test_dropout_option_reaches_the_backbone_and_the_head(name):
     def dropout_rates(model):
         return sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
@@ -473,3 +473,8 @@ def test_convs_start_with_kaiming_fan_out():
     conv1 = next(m for m in attn_lib.build_model("vgg").modules()
                  if isinstance(m, torch.nn.Conv2d))
     assert conv1.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["vgg", "vgg-noatt", "vgg-att2-indep-dp"])
+def test_num_classes_is_kept_on_the_model(name):
+    assert attn_lib.build_model(name, num_classes=7, width=0.0625).num_classes == 7

@@ -51,7 +51,7 @@ def scaled(channels: int, width: float) -> int:
     return max(4, int(round(channels * width)))
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, dropout: float = 0.0) -> list[nn.Module]:
+def conv_bn_relu(in_channels: int, out_channels: int, dropout: float) -> list[nn.Module]:
     """One VGG layer: 3x3 conv (padding 1), batch norm, ReLU, optional dropout."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),

@@ -37,7 +37,7 @@ class PooledVGG(nn.Module):
     (here at H/4, H/8 and H/16). ``forward`` returns the pooled (N, C) feature vector.
     """
 
-    def __init__(self, width: float = 1.0, in_channels: int = 3, dropout: bool = True) -> None:
+    def __init__(self, width: float, in_channels: int, dropout: bool) -> None:
         super().__init__()
         self.in_channels = in_channels
         blocks = []
