@@ -240,3 +240,28 @@ def _spy(calls):
         return train(model, *args, **kwargs)
 
     return spy
+
+
+def test_gpu_scale_dry_run_on_the_cpu(tmp_path, monkeypatch) -> None:
+    # The gpu scale exactly as it is (fast preset, torch.compile) but tiny: a narrow model on a
+    # few synthetic images, compiled with torch.compile's "eager" backend so the tracing is
+    # checked without the minutes of CPU code generation. What a GPU run would hit first
+    # (settings the train() call refuses, a compile error, the report) fails here instead.
+    import dataclasses
+    import functools
+
+    from attn_lib.study import scales
+
+    gpu = scales.SCALES["gpu"]
+    tiny = dict(gpu.train, width=0.0625, limit_train=128, batch_size=32)
+    monkeypatch.setitem(scales.SCALES, "gpu", dataclasses.replace(gpu, train=tiny, limit_test=32))
+    compiled = []
+    eager_compile = functools.partial(torch.compile, backend="eager")
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or eager_compile(m))
+    result = reproduce("synthetic", "gpu", models=["vgg-att2-concat-pc"], seeds=[0], epochs=1,
+                       out_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+                       progress=False, figures=False, device="cpu")
+    (run,) = result.results["runs"]
+    assert run["train_settings"]["compile"] is True and run["recipe"]["name"] == "fast"
+    assert run["epochs"] == 1 and (tmp_path / "results" / "RESULTS.md").exists()
+    assert len(compiled) == 1  # the model was compiled for training
