@@ -118,18 +118,23 @@ def _linear_head(in_features: int, num_classes: int, dropout: float) -> nn.Seque
                          nn.Linear(in_features, num_classes))
 
 
-def _validate_options(num_classes: int, attention_levels: int, aggregation: str, position: str,
-                      width: float, in_channels: int) -> None:
+def check_classes_and_width(num_classes: int, width: float) -> None:
+    """Raise ``ValueError`` for a class count or width multiplier no model of the family takes."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"width must be a number in (0, 4], got {width!r} (1.0 = the paper)")
+
+
+def _validate_options(num_classes: int, attention_levels: int, aggregation: str, position: str,
+                      width: float, in_channels: int) -> None:
+    check_classes_and_width(num_classes, width)
     if attention_levels not in LEVELS_FOR_COUNT:
         raise ValueError(
             f"attention_levels must be one of {sorted(LEVELS_FOR_COUNT)}, got {attention_levels!r}"
         )
     check_choice("aggregation", aggregation, AGGREGATIONS)
     check_choice("attention_position", position, POSITIONS)
-    if not isinstance(width, (int, float)) or not 0 < width <= 4:
-        raise ValueError(f"width must be a number in (0, 4], got {width!r} (1.0 = the paper)")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
 

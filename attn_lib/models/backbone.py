@@ -83,6 +83,18 @@ def vgg_block(
     return nn.Sequential(*layers)
 
 
+def vgg_blocks(width: float, in_channels: int, dropout: bool) -> tuple[nn.ModuleList, int]:
+    """The five blocks of the thirteen convs (:data:`VGG_BLOCKS`, pools not included) and the
+    number of channels the last one outputs; shared by the attention backbone and the baseline."""
+    blocks = []
+    c = in_channels
+    for index, widths in enumerate(VGG_BLOCKS):
+        scaled_widths = tuple(scaled(w, width) for w in widths)
+        blocks.append(vgg_block(c, scaled_widths, first=index == 0, dropout=dropout))
+        c = scaled_widths[-1]
+    return nn.ModuleList(blocks), c
+
+
 class VGGBackbone(nn.Module):
     """The paper's CIFAR VGG, returning local features l1..l3 and the global feature g.
 
@@ -95,13 +107,7 @@ class VGGBackbone(nn.Module):
     def __init__(self, width: float = 1.0, in_channels: int = 3, dropout: bool = True) -> None:
         super().__init__()
         self.in_channels = in_channels
-        blocks = []
-        c = in_channels
-        for index, widths in enumerate(VGG_BLOCKS):
-            scaled_widths = tuple(scaled(w, width) for w in widths)
-            blocks.append(vgg_block(c, scaled_widths, first=index == 0, dropout=dropout))
-            c = scaled_widths[-1]
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks, c = vgg_blocks(width, in_channels, dropout)
         self.pool = nn.MaxPool2d(2, 2)
         self.local_channels = tuple(scaled(VGG_BLOCKS[b][-1], width) for b in (2, 3, 4))
         g = scaled(GLOBAL_CHANNELS, width)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .attn_vgg import ModelOutput, check_input
-from .backbone import VGG_BLOCKS, init_convs, scaled, vgg_block
+from .attn_vgg import ModelOutput, check_classes_and_width, check_input
+from .backbone import init_convs, scaled, vgg_blocks
 
 #: Width of the baseline's hidden fully connected layer (the paper's 512).
 HIDDEN = 512
@@ -40,13 +40,7 @@ class PooledVGG(nn.Module):
     def __init__(self, width: float, in_channels: int, dropout: bool) -> None:
         super().__init__()
         self.in_channels = in_channels
-        blocks = []
-        c = in_channels
-        for index, widths in enumerate(VGG_BLOCKS):
-            scaled_widths = tuple(scaled(w, width) for w in widths)
-            blocks.append(vgg_block(c, scaled_widths, first=index == 0, dropout=dropout))
-            c = scaled_widths[-1]
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks, c = vgg_blocks(width, in_channels, dropout)
         self.pool = nn.MaxPool2d(2, 2)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.out_channels = c
@@ -75,10 +69,7 @@ class VGGBaseline(nn.Module):
     def __init__(self, num_classes: int = 10, dropout: bool = True, width: float = 1.0,
                  in_channels: int = 3) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if not isinstance(width, (int, float)) or not 0 < width <= 4:
-            raise ValueError(f"width must be a number in (0, 4], got {width!r} (1.0 = the paper)")
+        check_classes_and_width(num_classes, width)
         self.num_classes = num_classes
         self.backbone = PooledVGG(width, in_channels, dropout)
         hidden = scaled(HIDDEN, width)
