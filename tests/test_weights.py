@@ -1,4 +1,5 @@
-"""Trained weights by name: shipped entries, hash checks, unknown names, hosted files by URL."""
+"""Trained weights by name: shipped entries, aliases, fp16 files, hash checks, unknown names,
+hosted files by URL."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ SHIPPED = W.list_weights()
 
 def test_every_shipped_entry_has_the_facts_a_user_needs() -> None:
     assert {(e["model"], e["weights"]) for e in SHIPPED} >= {
-        ("vgg", "cifar10"), ("vgg-att3-concat-pc", "cifar10"),
-        ("vgg-att3-concat-dp", "cifar10"), ("vgg-att3-concat-pc", "synthetic")}
+        ("vgg", "cifar10-cpu"), ("vgg-att3-concat-pc", "cifar10-cpu"),
+        ("vgg-att3-concat-dp", "cifar10-cpu"), ("vgg-att3-concat-pc", "synthetic")}
     for entry in SHIPPED:
         for key in ("model", "weights", "dataset", "mean", "std", "test_acc", "width", "classes"):
             assert key in entry, (entry["model"], key)
@@ -33,9 +34,24 @@ def test_every_shipped_entry_has_the_facts_a_user_needs() -> None:
 
 
 def test_shipped_weights_stay_small() -> None:
+    # The width-1/4 gpu files together at most 10 MB (tools/ship_weights.py refuses more),
+    # everything else (1/16 width) about 1.7 MB.
     folder = W._pretrained_dir()
-    total = sum((folder / e["file"]).stat().st_size for e in SHIPPED)
-    assert total < 10 * 2**20
+    sizes = {e["file"]: (folder / e["file"]).stat().st_size for e in SHIPPED}
+    gpu = sum(sizes[e["file"]] for e in SHIPPED if e["weights"] == "cifar10-gpu")
+    assert gpu <= 10_000_000
+    assert sum(sizes.values()) - gpu < 2 * 2**20
+
+
+def test_cifar10_is_an_alias_of_the_best_shipped_entry() -> None:
+    for model in ("vgg", "vgg-noatt", "vgg-att3-concat-pc", "vgg-att3-concat-dp"):
+        names = [e["weights"] for e in W.list_weights(model)]
+        best = "cifar10-gpu" if "cifar10-gpu" in names else "cifar10-cpu"
+        assert W.get_weights(model, "cifar10")["weights"] == best
+        assert [e["weights"] for e in W.list_weights(model) if "cifar10" in e["aliases"]] == [best]
+    assert W.list_weights("vgg-att3-concat-pc")  # and the alias loads:
+    model = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
+    assert model.weights_info["weights"] in ("cifar10-gpu", "cifar10-cpu")
 
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: f"{e['model']}-{e['weights']}")
@@ -59,14 +75,15 @@ def test_each_entry_matches_its_file_and_model(entry: dict) -> None:
         assert entry["classes"] == samples.classes
 
 
-def test_default_is_the_first_entry_of_a_model() -> None:
-    first = W.list_weights("vgg-att3-concat-pc")[0]
+def test_default_is_what_the_alias_resolves_to() -> None:
     model = attn_lib.build_model("vgg-att3-concat-pc", weights="DEFAULT")
-    assert model.weights_info["weights"] == first["weights"]
+    assert model.weights_info["weights"] == W.get_weights("vgg-att3-concat-pc",
+                                                          "cifar10")["weights"]
 
 
 def test_unknown_weights_name_lists_the_available_ones() -> None:
-    with pytest.raises(ValueError, match="unknown weights 'imagenet'.*'cifar10'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown weights 'imagenet'.*'cifar10-cpu' \(alias 'cifar10'\)"):
         attn_lib.build_model("vgg-att3-concat-pc", weights="imagenet")
     with pytest.raises(ValueError, match="no trained weights for 'vgg-att2-indep-dp'"):
         attn_lib.build_model("vgg-att2-indep-dp", weights="cifar10")
@@ -92,6 +109,35 @@ def private_store(tmp_path, monkeypatch):
     entry = W.export_weights(model, "toy", facts)
     yield tmp_path, entry, model
     W._manifest.cache_clear()
+
+
+def test_the_alias_prefers_gpu_weights_once_shipped(private_store) -> None:
+    folder, entry, model = private_store
+    facts = {k: entry[k] for k in ("dataset", "classes", "mean", "std", "image_size",
+                                   "test_acc", "trained")}
+    W.export_weights(model, "cifar10-cpu", facts)
+    assert W.get_weights("vgg-att2-concat-dp", "cifar10")["weights"] == "cifar10-cpu"
+    W.export_weights(model, "cifar10-gpu", facts, dtype=torch.float16)
+    assert W.get_weights("vgg-att2-concat-dp", "cifar10")["weights"] == "cifar10-gpu"
+    assert W.get_weights("vgg-att2-concat-dp", "cifar10-cpu")["aliases"] == []
+    with pytest.raises(ValueError, match="alias"):
+        W.export_weights(model, "cifar10", facts)
+
+
+def test_fp16_files_load_into_fp32_models(private_store) -> None:
+    folder, entry, model = private_store
+    half = W.export_weights(model, "half", {k: entry[k] for k in W.REQUIRED_KEYS
+                                            if k not in ("model", "weights", "width", "options",
+                                                         "sha256")}, dtype=torch.float16)
+    path = folder / half["file"]
+    assert half["stored_dtype"] == "float16"
+    assert path.stat().st_size < 0.6 * (folder / entry["file"]).stat().st_size
+    stored = torch.load(path, weights_only=True)
+    assert {v.dtype for v in stored.values()} == {torch.float16, torch.int64}
+    loaded = attn_lib.build_model("vgg-att2-concat-dp", weights="half")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(loaded(x).logits, model.eval()(x).logits, atol=2e-2, rtol=2e-2)
 
 
 def test_export_then_load_round_trips(private_store) -> None:

@@ -14,7 +14,14 @@ Two kinds of entries, one loader:
   into torch hub's cache with its own hash check (the file name carries the first eight hex
   digits of the SHA-256, as torch hub expects: ``NAME-<sha256[:8]>.pt``).
 
-A weights file holds a plain ``state_dict`` (read with ``weights_only=True``: no pickled code).
+A weights file holds a plain ``state_dict`` (read with ``weights_only=True``: no pickled code),
+in float32 or, for the larger models, float16 (``"stored_dtype"``); loading copies it into the
+model's float32 parameters.
+
+Names and aliases: ``cifar10-cpu`` are 1/16-width models trained on two CPU cores,
+``cifar10-gpu`` width-1/4 models trained on a GPU. ``"cifar10"`` is an alias, like
+torchvision's ``DEFAULT``: it resolves to the best shipped CIFAR-10 entry of the model (the gpu
+one when there is one, else the cpu one), so code written before the split keeps working.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from torch import nn
 
 PRETRAINED_DIR = "pretrained"
 MANIFEST = "manifest.json"
+#: Aliases: a name users pass as ``weights=`` -> the entries it stands for, best first.
+ALIASES: dict[str, tuple[str, ...]] = {"cifar10": ("cifar10-gpu", "cifar10-cpu")}
 #: The keys every entry has (``file`` or ``url`` besides).
 REQUIRED_KEYS = ("model", "weights", "dataset", "classes", "mean", "std", "image_size",
                  "width", "options", "test_acc", "sha256", "trained")
@@ -66,25 +75,41 @@ def list_weights(model: str | None = None) -> list[dict[str, Any]]:
     ``dataset``, ``classes``, ``mean``, ``std`` (normalise inputs with these), ``image_size``,
     ``width``, ``options``, ``test_acc`` (a fraction, on the data set's full test split, no
     test-time augmentation), ``sha256`` and ``trained`` (``command``, ``epochs``, ``seed``,
-    ``recipe``, ``hardware``, ``date``, ``data``).
+    ``recipe``, ``hardware``, ``date``, ``data``). An entry that an alias resolves to lists
+    it in ``aliases`` (e.g. ``["cifar10"]``).
     """
     entries = [copy.deepcopy(e) for e in _manifest()]
+    for entry in entries:
+        names = {e["weights"] for e in entries if e["model"] == entry["model"]}
+        entry["aliases"] = [alias for alias in ALIASES
+                            if _resolve(alias, names) == entry["weights"]]
     return [e for e in entries if model is None or e["model"] == model]
 
 
+def _resolve(weights: str, names: set[str]) -> str:
+    """The weights name ``weights`` stands for among ``names`` (itself if not an alias)."""
+    if weights in names or weights not in ALIASES:
+        return weights
+    return next((t for t in ALIASES[weights] if t in names), weights)
+
+
 def get_weights(model: str, weights: str) -> dict[str, Any]:
-    """The entry of ``weights`` for ``model``; ``"DEFAULT"`` is the model's first entry.
+    """The entry of ``weights`` for ``model``: a name, an alias of :data:`ALIASES` (resolved to
+    the model's best entry it stands for) or ``"DEFAULT"`` (the first entry an alias resolves
+    to, else the model's first entry).
 
     Raises:
         ValueError: no such weights for this model (the message lists the ones there are).
     """
     available = list_weights(model)
     if weights == "DEFAULT" and available:
-        return available[0]
+        return next((e for e in available if e["aliases"]), available[0])
+    name = _resolve(weights, {e["weights"] for e in available})
     for entry in available:
-        if entry["weights"] == weights:
+        if entry["weights"] == name:
             return entry
-    names = ", ".join(repr(e["weights"]) for e in available)
+    names = ", ".join(repr(e["weights"]) + "".join(f" (alias {a!r})" for a in e["aliases"])
+                      for e in available)
     others = sorted({e["model"] for e in list_weights()})
     hint = (f"weights for {model!r}: {names}" if names else
             f"no trained weights for {model!r}; models with weights: {', '.join(others)}")
@@ -164,7 +189,8 @@ def build_with_weights(name: str, weights: str, num_classes: int | None,
 
 
 def export_weights(model: nn.Module, weights: str, facts: dict[str, Any],
-                   directory: str | Path | None = None) -> dict[str, Any]:
+                   directory: str | Path | None = None,
+                   dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """Write ``model``'s state dict as a shippable weights file and list it in the manifest.
 
     The file is named ``<model>-<weights>-<sha256[:8]>.pt`` (torch hub's convention); an
@@ -177,25 +203,27 @@ def export_weights(model: nn.Module, weights: str, facts: dict[str, Any],
         facts: the rest of the entry: ``dataset``, ``classes``, ``mean``, ``std``,
             ``image_size``, ``test_acc``, ``trained`` and any further facts.
         directory: where the files and ``manifest.json`` live (default: the package's).
+        dtype: the floating-point type the file stores (``torch.float16`` halves its size;
+            integer buffers such as batch norm's step count keep theirs).
 
     Returns:
         The manifest entry written.
     """
-    import io
-
     from ..checkpoint import atomic_write_bytes
 
     folder = Path(directory) if directory is not None else _pretrained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in model.options.items() if k not in ("num_classes", "width")}
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
+    if weights in ALIASES:
+        raise ValueError(f"{weights!r} is an alias of {', '.join(ALIASES[weights])}; export "
+                         "under one of those names")
+    data = state_dict_bytes(model, dtype)
     digest = hashlib.sha256(data).hexdigest()
     file = f"{model.name}-{weights}-{digest[:8]}.pt"
     entry = {"model": model.name, "weights": weights, **facts,
              "width": model.options["width"], "options": options, "file": file, "sha256": digest}
+    if dtype != torch.float32:
+        entry["stored_dtype"] = str(dtype).removeprefix("torch.")
     missing = [k for k in REQUIRED_KEYS if k not in entry]
     if missing:
         raise ValueError(f"facts lack {', '.join(missing)}")
@@ -211,3 +239,14 @@ def export_weights(model: nn.Module, weights: str, facts: dict[str, Any],
     atomic_write_bytes(manifest_path, (json.dumps(entries, indent=1) + "\n").encode())
     _manifest.cache_clear()
     return entry
+
+
+def state_dict_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> bytes:
+    """``model``'s state dict as the bytes of a weights file, floating tensors as ``dtype``."""
+    import io
+
+    state = {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
+             .clone() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
