@@ -163,7 +163,8 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
     out, runs = tmp_path / "results", tmp_path / "runs"
     result = reproduce(out_dir=out, runs_dir=runs, note="A note for the reader.", **SMOKE)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["RESULTS.md", "accuracy.png", "attention.png", "fgsm.png", "results.json"]
+    assert names == ["RESULTS.md", "accuracy.png", "attention.png", "fgsm.png", "records",
+                     "results.json"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["study"]["models"] == ["vgg", "vgg-att3-concat-pc"]
     assert saved["environment"]["torch"] == torch.__version__
@@ -186,6 +187,7 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
 
     # A run whose evaluation is missing (killed after training) is evaluated, not retrained.
     (runs / run_name("vgg", 0) / EVALUATION_FILE).unlink()
+    (out / "records" / f"{run_name('vgg', 0)}.json").unlink()  # (or its record is taken)
     calls = []
     monkeypatch.setattr("attn_lib.study.runner.train", _spy(calls))
     reproduce(out_dir=out, runs_dir=runs, **SMOKE)

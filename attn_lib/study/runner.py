@@ -13,7 +13,9 @@ final weights (never the best epoch: that would pick by test accuracy) are evalu
 Each run's figures go to ``evaluation.json`` in its folder. A rerun skips runs that are
 evaluated, resumes a run that was killed mid-training (``train(resume=True)``) and evaluates a
 trained one; so a study survives a lost Colab runtime or a SIGKILL. The results folder gets
-``results.json``, ``RESULTS.md`` and figures (:mod:`attn_lib.study.report`), never checkpoints.
+``results.json``, ``RESULTS.md`` and figures (:mod:`attn_lib.study.report`), never checkpoints,
+and one record per run (:mod:`attn_lib.study.records`): a run whose record is there already is
+taken from it, so a study continues across machines from its committed results folder.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..checkpoint import LAST, atomic_write_bytes, load_checkpoint, model_from_c
 from ..data import ArrayDataset, load_dataset
 from ..models import list_models
 from ..training import evaluate, resolve_device, train
+from .records import load_record, provenance_note, save_record
 from .robustness import EPSILONS, fgsm_accuracy, global_shuffle_effect
 from .scales import get_scale
 
@@ -121,8 +124,12 @@ def reproduce(
     for model_name, seed in bar:
         bar.set_postfix_str(f"{model_name} seed {seed}")
         run_dir = runs / run_name(model_name, seed)
-        records.append(run_one(model_name, seed, dataset, run_dir, test_set, train_kw,
-                               data_dir=data_dir, device=dev, progress=progress))
+        # A run committed to the results folder (records.py) is taken, not trained again.
+        records.append(load_record(out, model_name, seed, train_kw, len(test_set),
+                                   EVALUATION_VERSION)
+                       or save_record(out, run_one(model_name, seed, dataset, run_dir, test_set,
+                                                   train_kw, data_dir=data_dir, device=dev,
+                                                   progress=progress), environment(dev)))
         if len(records) < len(plan):
             # The tables so far, so a study cut short (a time limit, a lost runtime) still
             # leaves its numbers; the figures come at the end.
@@ -138,6 +145,7 @@ def _report(study: dict[str, Any], records: list[dict[str, Any]], models: Sequen
     from .report import write_report
 
     ordered = sorted(records, key=lambda r: (models.index(r["model"]), r["seed"]))
+    study = {**study, "note": provenance_note(study["note"], ordered)}
     results = {"study": study, "environment": environment(dev),
                "wall_s": time.perf_counter() - started,
                "train_s": sum(r["train_time_s"] for r in ordered), "runs": ordered}
