@@ -117,6 +117,11 @@ def get_weights(model: str, weights: str) -> dict[str, Any]:
                      "(see attn_lib.list_weights())")
 
 
+def shipped_path(entry: dict[str, Any]) -> Path:
+    """Where the file of a shipped entry (one with ``"file"``) lives in the package."""
+    return _pretrained_dir() / entry["file"]
+
+
 def sha256_of(path: str | Path) -> str:
     """The SHA-256 of a file, as hex."""
     digest = hashlib.sha256()
@@ -134,7 +139,7 @@ def load_state_dict(entry: dict[str, Any], progress: bool = True) -> dict[str, t
         WeightsError: the file is missing or its hash differs from the manifest's.
     """
     if entry.get("file"):
-        path = _pretrained_dir() / entry["file"]
+        path = shipped_path(entry)
         if not path.is_file():
             raise WeightsError(f"weights file {path} is missing from the installed package; "
                                "reinstall attn-lib")

@@ -75,7 +75,8 @@ def provenance_note(note: str | None, records: Sequence[dict[str, Any]]) -> str 
     for r in records:
         env = r.get("environment")
         if env:
-            where = f"{env['device_name']}, torch {env['torch']}, {env['date'][:10]}"
+            mode = "compiled" if r.get("train_settings", {}).get("compile") else "eager"
+            where = f"{env['device_name']} ({mode}), torch {env['torch']}, {env['date'][:10]}"
             groups.setdefault(where, []).append(f"{r['model']} seed {r['seed']}")
     if len(groups) < 2:
         return note
