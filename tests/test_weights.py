@@ -64,7 +64,8 @@ def test_each_entry_matches_its_file_and_model(entry: dict) -> None:
     assert model.options["num_classes"] == len(entry["classes"])
     assert model.weights_info["mean"] == entry["mean"]
     state = torch.load(path, weights_only=True)
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # (a float16 file loads into the float32 model: the values are the file's)
+    assert all(torch.equal(state[k].to(v.dtype), v) for k, v in model.state_dict().items())
     if entry["dataset"] == "cifar10":
         # The recorded accuracy on the shipped sample images is what these weights give.
         samples = load_samples()
