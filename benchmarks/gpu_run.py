@@ -75,6 +75,7 @@ CIFAR10_TEST_IMAGES = 10_000
 #: lr 0.4 (results/bench-h200): a lower peak, a longer warm-up, EMA and more smoothing first.
 SPEED_TRIES = (
     ("lr0.2-ema0.999", ["--lr", "0.2", "--ema-decay", "0.999"]),
+    ("throughput-max-autotune", ["--no-time-to-target", "--compile-mode", "max-autotune"]),
     ("lr0.2-warmup0.25-ls0.2", ["--no-throughput", "--lr", "0.2", "--warmup", "0.25",
                                 "--label-smoothing", "0.2"]),
     ("bs1024-lr0.4-ema0.999", ["--no-throughput", "--batch-size", "1024", "--ema-decay",
@@ -100,6 +101,8 @@ STUDY_DEFAULT_ESTIMATE_S = 240
 #: sections (eager, compiled, reference loop) add about a minute.
 SPEED_ESTIMATE_S = 200
 SPEED_THROUGHPUT_S = 80
+#: max-autotune benchmarks kernel candidates while compiling: minutes (a guess, not measured).
+SPEED_AUTOTUNE_S = 150
 #: Dry run (CPU, tiny): a few seconds per unit.
 DRY_ESTIMATE_S = 5
 
@@ -321,12 +324,18 @@ def speed_units(s: Session) -> list[Unit]:
     tries = [(SPEED_TRIES[0][0], [*SPEED_TRIES[0][1], "--no-throughput"])] if s.dry_run \
         else SPEED_TRIES
     for label, argv in tries:
-        estimate = DRY_ESTIMATE_S if s.dry_run else SPEED_ESTIMATE_S + (
-            0 if "--no-throughput" in argv else SPEED_THROUGHPUT_S)
+        estimate = DRY_ESTIMATE_S if s.dry_run else speed_estimate(argv)
         units.append(Unit("speed", label, estimate,
                           lambda s, label=label, argv=argv: speed_try(s, label, argv),
                           TUNING_TABLE if label in tried else None))
     return units
+
+
+def speed_estimate(argv: list[str]) -> float:
+    """Seconds of one bench_train.py try, from the sections it runs."""
+    return ((0 if "--no-time-to-target" in argv else SPEED_ESTIMATE_S)
+            + (0 if "--no-throughput" in argv else SPEED_THROUGHPUT_S)
+            + (SPEED_AUTOTUNE_S if "max-autotune" in argv else 0))
 
 
 def speed_try(s: Session, label: str, argv: list[str]) -> None:

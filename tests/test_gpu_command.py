@@ -214,3 +214,16 @@ def test_dry_run_of_every_step_returns_what_a_gpu_machine_would(tmp_path) -> Non
     assert names == [f"{label}.json", f"{label}.log"]
     assert bench["sections"] == ["time-to-target"] and bench["time_to_target"]["recipe"][
         "lr"] == 0.2
+
+
+def test_speed_estimates_follow_the_sections_a_try_runs() -> None:
+    full = gpu_run.speed_estimate([])
+    assert full == gpu_run.SPEED_ESTIMATE_S + gpu_run.SPEED_THROUGHPUT_S
+    assert gpu_run.speed_estimate(["--no-throughput"]) == gpu_run.SPEED_ESTIMATE_S
+    assert gpu_run.speed_estimate(["--no-time-to-target", "--compile-mode", "max-autotune"]) \
+        == gpu_run.SPEED_THROUGHPUT_S + gpu_run.SPEED_AUTOTUNE_S
+    bench = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
+        "bench_train", REPO / "benchmarks" / "bench_train.py"))
+    bench.__spec__.loader.exec_module(bench)
+    for _, argv in gpu_run.SPEED_TRIES:  # every try's arguments are bench_train.py's
+        bench.parse_args(argv)

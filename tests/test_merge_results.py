@@ -191,3 +191,17 @@ def test_failed_units_and_dry_runs_are_not_merged(tmp_path, store, capsys) -> No
     assert merge.main([str(tmp_path), "--repo", str(repo)]) == 2
     assert "gpu_run.json is missing" in capsys.readouterr().err
 
+
+
+def test_tuning_rows_say_what_a_try_measured() -> None:
+    bench = json.loads((REPO / "results/bench-h200/bench.json").read_text())
+    assert merge.tuning_row("fast", bench) == (
+        "| `fast` | lr 0.4, batch 512, warm-up 0.15, label smoothing 0.1, EMA 0, crop-flip | 50 "
+        "| 137 s (not reached) | 92.02 (final 91.28) | 18,121 (compiled (default mode) 18,272, "
+        "3.12x the reference) | NVIDIA H200 | 2026-11-28 |")
+    throughput = {k: v for k, v in bench.items() if k != "time_to_target"}
+    assert merge.tuning_row("t", dict(throughput, compile_mode="max-autotune")).startswith(
+        "| `t` | throughput only | | | | compiled (max-autotune mode) 18,272, 3.12x")
+    cut = dict(throughput, sections=["fast-eager"])
+    del cut["speedup"]
+    assert merge.tuning_row("c", cut).startswith("| `c` | cut short (fast-eager measured) |")

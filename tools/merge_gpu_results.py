@@ -122,22 +122,25 @@ def rebuild_study_report(results_dir: Path, figures: bool = True) -> dict[str, A
 def tuning_row(label: str, record: dict[str, Any]) -> str:
     """One line of the tuning table from a bench_train.py JSON record."""
     t = record.get("time_to_target")
+    where = f"{record['device']} | {record['date'][:10]} |"
+    throughput = ""
+    if record.get("speedup"):
+        best = max(record["fast_images_per_s"].values())
+        throughput = (f"compiled ({record.get('compile_mode', 'default')} mode) {best:,.0f}, "
+                      f"{record['speedup']:.2f}x the reference")
     if t is None:
-        return f"| `{label}` | (cut short: {', '.join(record['sections']) or 'nothing'} " \
-               f"measured) | | | | | {record['device']} | {record['date'][:10]} |"
+        what = "throughput only" if throughput else \
+            f"cut short ({', '.join(record['sections']) or 'nothing'} measured)"
+        return f"| `{label}` | {what} | | | | {throughput} | {where}"
     recipe = t["recipe"]
     what = (f"lr {recipe['lr']:g}, batch {recipe['batch_size']}, warm-up {recipe['warmup']:g}, "
             f"label smoothing {recipe['label_smoothing']:g}, EMA {recipe['ema_decay']:g}, "
             f"{recipe['augment']}")
     reached = (f"{t['reached_at_s']:.0f} s to {100 * t['target']:.1f} %"
                if t["reached_at_s"] is not None else "not reached")
-    speed = f"{t['images_per_s']:,.0f}"
-    if record.get("fast_images_per_s"):
-        best = max(record["fast_images_per_s"].values())
-        speed += f" (compiled bench {best:,.0f}, {record['speedup']:.2f}x the reference)"
+    speed = f"{t['images_per_s']:,.0f}" + (f" ({throughput})" if throughput else "")
     return (f"| `{label}` | {what} | {len(t['history'])} | {t['train_s']:.0f} s ({reached}) | "
-            f"{100 * t['best_acc']:.2f} (final {100 * t['final_acc']:.2f}) | {speed} | "
-            f"{record['device']} | {record['date'][:10]} |")
+            f"{100 * t['best_acc']:.2f} (final {100 * t['final_acc']:.2f}) | {speed} | {where}")
 
 
 def merge_speed(returned: Path, repo: Path, summary: dict[str, Any]) -> None:
