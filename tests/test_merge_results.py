@@ -135,6 +135,15 @@ def test_a_returned_folder_is_merged_and_then_skipped(tmp_path, store) -> None:
             "torch 2.11.0+cu130, 2026-11-28; vgg seed 1 on NVIDIA H100 80GB HBM3 (compiled), "
             "torch 2.11.0+cu130, 2026-12-05.") in text
 
+    # A record of an older evaluation stays on disk but out of the table.
+    old = json.loads((results_dir / "records" / "vgg-seed1.json").read_text())
+    (results_dir / "records" / "vgg-seed1.json").write_text(
+        json.dumps(dict(old, evaluation_version=old["evaluation_version"] - 1)))
+    rebuilt = merge.rebuild_study_report(results_dir, figures=False)
+    assert [(r["model"], r["seed"]) for r in rebuilt["runs"]] == [
+        ("vgg", 0), ("vgg-att3-concat-pc", 0)]
+    (results_dir / "records" / "vgg-seed1.json").write_text(json.dumps(old))
+
     # The try: its record kept, one line in the table.
     label = gpu_run.SPEED_TRIES[0][0]
     assert (repo / merge.TUNING_DIR / f"{label}.json").is_file()

@@ -94,16 +94,24 @@ def merge_study(returned: Path, repo: Path, summary: dict[str, Any]) -> None:
     rebuild_study_report(results_dir)
 
 
-def rebuild_study_report(results_dir: Path, figures: bool = True) -> dict[str, Any]:
-    """``results.json``, ``RESULTS.md`` and figures of the gpu study from all its records."""
+def rebuild_study_report(results_dir: Path, figures: bool = True) -> dict[str, Any] | None:
+    """``results.json``, ``RESULTS.md`` and figures of the gpu study from its records of the
+    current evaluation (records of an older one are kept until a rerun replaces them, but a
+    table never mixes two evaluations); None when there are none yet."""
     from attn_lib.study.report import write_report
     from attn_lib.study.robustness import EPSILONS
+    from attn_lib.study.runner import EVALUATION_VERSION
     from attn_lib.study.scales import get_scale
 
     scale = get_scale("gpu")
     order = {m: i for i, m in enumerate(gpu_run.STUDY_MODELS)}
-    runs = sorted(load_records(results_dir),
-                  key=lambda r: (order.get(r["model"], len(order)), r["seed"]))
+    current = [r for r in load_records(results_dir)
+               if r["evaluation_version"] == EVALUATION_VERSION]
+    if not current:
+        print(f"no records of evaluation version {EVALUATION_VERSION} in {results_dir}: "
+              "report not rebuilt")
+        return None
+    runs = sorted(current, key=lambda r: (order.get(r["model"], len(order)), r["seed"]))
     latest = max(runs, key=lambda r: r["environment"]["date"])
     study = {"dataset": "cifar10", "scale": "gpu", "scale_description": scale.description,
              "models": list(dict.fromkeys(r["model"] for r in runs)),
