@@ -106,9 +106,11 @@ def build_model(name: str, num_classes: int | None = None, *, weights: str | Non
         name: one of :func:`list_models`, e.g. ``"vgg-att3-concat-pc"``.
         num_classes: number of classes of the classifier (default 10, or the weights').
         weights: the name of trained weights for this model (see
-            :func:`attn_lib.list_weights`), e.g. ``"cifar10"``, or ``"DEFAULT"`` for its first
-            entry; the model is then built as they were trained (width, classes, options) and
-            returned in eval mode. ``None``: random initialisation.
+            :func:`attn_lib.list_weights`), e.g. ``"cifar10-cpu"``, an alias such as
+            ``"cifar10"`` (the model's best shipped CIFAR-10 weights) or ``"DEFAULT"`` (what an
+            alias resolves to, else its first entry); the model is then built as they were
+            trained (width, classes, options) and returned in eval mode. ``None``: random
+            initialisation.
         **options: any of :data:`DEFAULT_OPTIONS` (``attention_position``, ``normalize``,
             ``match``, ``dropout``, ``width``, ``in_channels``).
 
