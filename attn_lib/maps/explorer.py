@@ -163,8 +163,8 @@ def attention_explorer(
         dataset: an :class:`attn_lib.data.ArrayDataset` (uint8 images, labels, classes,
             mean, std).
         gradcam: offer the model's own Grad-CAM (conv13, true class) as a view too; always
-            on for a model without attention. Attention models also get one contribution map
-            per level (predicted class).
+            on for a model without attention. In the widget, attention models also get one
+            contribution map per level (predicted class).
         cmap: matplotlib colormap of the heatmaps.
         interactive: ``None`` (default) builds the widget inside a notebook kernel and the
             static figure elsewhere (scripts, tests, headless CI); True/False force it.

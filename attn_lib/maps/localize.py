@@ -166,12 +166,20 @@ def jaccard_index(maps: Tensor, masks: Tensor, threshold: float = JACCARD_THRESH
     return ((binary & inside).sum(1).double() / union.clamp_min(1)).float()
 
 
+#: Terms of the hypergeometric sums computed at once (each a few float64 numbers).
+_EXPECTATION_CHUNK = 2_000_000
+
+
 def _expected_jaccard(above_in: Tensor, tied: Tensor, tied_in: Tensor, take: Tensor,
                       region: Tensor, area: Tensor) -> Tensor:
     """Expected Jaccard of a region of ``region`` pixels with an object of ``area`` pixels,
     when the region holds ``above_in`` object pixels for sure and ``take`` more drawn at random
     from ``tied`` pixels of which ``tied_in`` are object (hypergeometric), elementwise."""
     top = int(torch.minimum(tied_in, take).max()) if tied_in.numel() else 0
+    rows = max(1, _EXPECTATION_CHUNK // ((top + 1) * max(tied[0].numel(), 1)))
+    if len(tied) > rows:  # large ties (a constant map on a big image): bound the memory
+        return torch.cat([_expected_jaccard(*(t[i:i + rows] for t in (
+            above_in, tied, tied_in, take, region, area))) for i in range(0, len(tied), rows)])
     h = torch.arange(top + 1, dtype=torch.float64).view(*([1] * tied.dim()), -1)
     tied, tied_in, take = tied[..., None], tied_in[..., None], take[..., None]
     feasible = (h <= tied_in) & (h <= take) & (take - h <= tied - tied_in)
