@@ -227,15 +227,19 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"No confirmed reference numbers for {study['dataset']}.")
     lines += ["", "## Runs", "",
               "| model | seed | epochs | train time | images/s | test acc | flip TTA | "
-              "Δ g-shuffle (pp) | max Δ attention |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              f"FGSM {_eps(top)}/255 | PGD {_eps(top)}/255 | Δ g-shuffle (pp) | "
+              "max Δ attention |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
         g = r.get("g_shuffle")
         shuffle = (f"{100 * g['delta_acc']:+.2f} | {g['max_attention_change']:.1e}" if g
                    else "– | –")
+        attacks = (f"{100 * _acc_at(r['fgsm'], top):.2f} | "
+                   f"{100 * _acc_at(r['pgd'], top):.2f}")
         lines.append(f"| `{r['model']}` | {r['seed']} | {r['epochs']} | "
                      f"{_minutes(r['train_time_s'])} | {r['train_images_per_s']:,.0f} | "
-                     f"{100 * r['test_acc']:.2f} | {100 * r['test_acc_tta']:.2f} | {shuffle} |")
+                     f"{100 * r['test_acc']:.2f} | {100 * r['test_acc_tta']:.2f} | {attacks} | "
+                     f"{shuffle} |")
     localization = [(r, row) for r in results["runs"] for row in r.get("localization", [])]
     if localization:
         lines += ["", "## Localisation (object masks)", "",
