@@ -406,7 +406,7 @@ def test_localize_on_cub_photographs_through_the_cli(cub_dir: Path, tmp_path: Pa
     assert main(["localize", "--checkpoint", str(run), "--data-dir", str(cub_dir),
                  "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {row["method"] for row in rows} == {"attention", "uniform"}
+    assert {row["method"] for row in rows} == {"attention", "contribution", "chance", "uniform"}
     uniform = next(row for row in rows if row["method"] == "uniform")
     test = load_dataset("cub200", "test", data_dir=cub_dir)
     assert uniform["images"] == 2

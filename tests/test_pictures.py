@@ -291,3 +291,27 @@ def test_static_explorer_shows_the_first_images_with_their_maps():
     for i in range(2):
         for column, level in enumerate((1, 2, 3), start=1):
             assert which(panel(fig, 4, i, column), overlays) == [(i, level)]
+
+
+def test_explorer_offers_contribution_maps_and_labels_the_models_own_gradcam():
+    pytest.importorskip("ipywidgets")
+    from attn_lib.maps.contribution import contribution_maps
+
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=3, width=0.0625).eval()
+    ds = _Images(3)
+    box = attention_explorer(model, ds, gradcam=True, interactive=True)
+    _, index, view, *_ = _controls(box)
+    assert [label for label, _ in view.options] == [
+        "level 2 (conv10)", "level 3 (conv13)", "contribution, level 2 (conv10)",
+        "contribution, level 3 (conv13)", GRADCAM]
+    assert "own" in GRADCAM
+    drawn = _spy(box)
+    index.value = 2
+    view.value = 3  # level 3's contribution map, for the predicted class
+    fig = drawn[-1][1]
+    x = normalize(ds.images[2:3], MEAN, STD)
+    expected = contribution_maps(model, x).maps[1][0, 0]
+    raw = np.asarray(fig.axes[2].images[0].get_array())
+    np.testing.assert_allclose(raw, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert f"sum {float(expected.sum()):+.2f}" in fig.axes[2].get_title()

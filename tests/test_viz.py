@@ -198,7 +198,8 @@ def test_explorer_widget_builds_and_redraws_headless():
     class_filter, index = filters.children
     view, alpha = views.children
     assert [label for label, _ in view.options] == [
-        "level 2 (conv10)", "level 3 (conv13)", "Grad-CAM (conv13)"]
+        "level 2 (conv10)", "level 3 (conv13)", "contribution, level 2 (conv10)",
+        "contribution, level 3 (conv13)", "Grad-CAM conv13, this model's own"]
     first = image.value
     assert first[:4] == b"\x89PNG"
     class_filter.value = 2  # images 2 and 5

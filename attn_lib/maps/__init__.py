@@ -3,6 +3,8 @@
 * :mod:`.viz` -- overlays of a map on an image, grids of images x levels;
 * :mod:`.explorer` -- an ipywidgets explorer for notebooks (a static figure elsewhere);
 * :mod:`.gradcam` -- Grad-CAM, the baseline's answer to "where does it look?";
+* :mod:`.contribution` -- each position's exact share of a class score (attention times what
+  the classifier makes of the local feature there);
 * :mod:`.localize` -- do the maps point at the object? (mass in mask, pointing game).
 
 Plotting imports matplotlib, so the names are loaded on first use (PEP 562): importing
@@ -18,6 +20,7 @@ _WHERE = {
     "attention_explorer": "explorer",
     "gradcam": "gradcam",
     "localization_scores": "localize",
+    "contribution_maps": "contribution",
 }
 
 

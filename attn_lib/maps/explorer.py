@@ -1,7 +1,10 @@
 """An interactive attention explorer for notebooks (ipywidgets), static when there is no kernel.
 
-Controls: image index, attention level (or Grad-CAM), heatmap opacity, and a class filter that
-restricts the index slider to images of one true class. Each redraw renders a matplotlib figure
+Controls: image index, the map (an attention level, a level's contribution map, or the model's
+own Grad-CAM), heatmap opacity, and a class filter that restricts the index slider to images of
+one true class. A contribution map (:mod:`.contribution`) shows what each position added to the
+predicted class's score: over the image its positive part (evidence *for* the class), alone
+its signed values (red for, blue against). Each redraw renders a matplotlib figure
 to PNG (without pyplot) into an ``ipywidgets.Image``, so it works with any matplotlib backend,
 including ``Agg``, and leaves no figures behind.
 
@@ -31,7 +34,9 @@ from .viz import (
     to_rgb_image,
 )
 
-GRADCAM = "Grad-CAM (conv13)"
+GRADCAM = "Grad-CAM conv13, this model's own"
+#: Colormap of the signed contribution maps (white = 0).
+SIGNED_CMAP = "RdBu_r"
 #: The class filter's value for "no filter" (a real value: ``None`` would show a blank box).
 ALL_CLASSES = -1
 
@@ -59,12 +64,17 @@ class _Explorer:
         self.model, self.dataset, self.cmap = model, dataset, cmap
         self.labels = torch.as_tensor(dataset.labels).long()
         self.classes = list(getattr(dataset, "classes", None) or [])
-        self.views: list[tuple[str, int | None]] = [
-            (f"level {level} ({LEVEL_LAYERS.get(level, '?')})", position)
-            for position, level in enumerate(getattr(model, "levels", ()))
+        levels = list(enumerate(getattr(model, "levels", ())))
+        #: (title, kind, position): kind "attention", "contribution" or "gradcam"
+        self.views: list[tuple[str, str, int | None]] = [
+            (f"level {level} ({LEVEL_LAYERS.get(level, '?')})", "attention", position)
+            for position, level in levels
         ]
+        if hasattr(model, "heads") and hasattr(model, "estimators"):  # an AttnVGG head
+            self.views += [(f"contribution, level {level} ({LEVEL_LAYERS.get(level, '?')})",
+                            "contribution", position) for position, level in levels]
         if gradcam or not self.views:
-            self.views.append((GRADCAM, None))
+            self.views.append((GRADCAM, "gradcam", None))
 
     def indices(self, label: int | None) -> list[int]:
         """Dataset indices of the images of true class ``label`` (all for ``ALL_CLASSES``)."""
@@ -78,15 +88,17 @@ class _Explorer:
 
         x = _normalised(self.dataset, [index])
         probs, attention = predict(self.model, x)
-        title, position = self.views[view]
+        title, kind, position = self.views[view]
         label = int(self.labels[index])
-        if position is None:
+        pred = int(probs[0].argmax())
+        if kind == "gradcam":
             # The layer's own grid (conv13: H/4 on the attention models), not upsampled, so
             # that the "map alone" panel shows the resolution Grad-CAM really has.
             maps = gradcam_layers(self.model, x, label, (None,), upsample=False)[0].cpu()
+        elif kind == "contribution":
+            maps = self._contribution(x, position)
         else:
             maps = attention[position]
-        pred = int(probs[0].argmax())
         mean, std = self.dataset.mean, self.dataset.std
         fig = Figure(figsize=(6.6, 2.6), layout="constrained")
         axes = fig.subplots(1, 3)
@@ -98,14 +110,35 @@ class _Explorer:
               "tab:green" if pred == label else "tab:red")
         h, w = maps.shape[-2:]
         size = "x".join(str(s) for s in image.shape[-2:])
-        _show(axes[1], overlay_attention(image, maps[0], alpha, self.cmap, mean, std),
+        shown = maps[0].clamp_min(0) if kind == "contribution" else maps[0]
+        _show(axes[1], overlay_attention(image, shown, alpha, self.cmap, mean, std),
               f"{title}\n{h}x{w} map, upsampled to {size}", "black")
         raw = maps[0, 0].numpy()
-        axes[2].imshow(raw, cmap=self.cmap, interpolation="nearest")
-        axes[2].set_title(f"map alone, {h}x{w}\n(its own grid)", fontsize=9)
+        if kind == "contribution":
+            top = max(float(abs(raw).max()), 1e-12)
+            axes[2].imshow(raw, cmap=SIGNED_CMAP, vmin=-top, vmax=top, interpolation="nearest")
+            axes[2].set_title(f"share of {_class_name(pred, names)}'s logit\n"
+                              f"(red for, blue against; sum {raw.sum():+.2f})", fontsize=9)
+        else:
+            axes[2].imshow(raw, cmap=self.cmap, interpolation="nearest")
+            axes[2].set_title(f"map alone, {h}x{w}\n(its own grid)", fontsize=9)
         axes[2].set_xticks([])
         axes[2].set_yticks([])
         return fig
+
+
+    def _contribution(self, x: Tensor, position: int) -> Tensor:
+        """The contribution map of level ``position`` for the predicted class, (1, 1, h, w)."""
+        from .contribution import contribution_maps
+        from .gradcam import model_device
+
+        x = x.to(model_device(self.model))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return contribution_maps(self.model, x).maps[position].float().cpu()
+        finally:
+            self.model.train(was_training)
 
 
 def _png(fig: Figure) -> bytes:
@@ -129,7 +162,9 @@ def attention_explorer(
         model: a model of :func:`attn_lib.build_model`, trained on ``dataset``'s statistics.
         dataset: an :class:`attn_lib.data.ArrayDataset` (uint8 images, labels, classes,
             mean, std).
-        gradcam: offer Grad-CAM (conv13, true class) as a view too; always on for ``vgg``.
+        gradcam: offer the model's own Grad-CAM (conv13, true class) as a view too; always
+            on for a model without attention. In the widget, attention models also get one
+            contribution map per level (predicted class).
         cmap: matplotlib colormap of the heatmaps.
         interactive: ``None`` (default) builds the widget inside a notebook kernel and the
             static figure elsewhere (scripts, tests, headless CI); True/False force it.
@@ -157,7 +192,7 @@ def attention_explorer(
         return plot_attention_grid(
             model, _normalised(dataset, indices), explorer.labels[indices],
             explorer.classes or None, dataset.mean, dataset.std,
-            gradcam=any(p is None for _, p in explorer.views), cmap=cmap,
+            gradcam=any(kind == "gradcam" for _, kind, _ in explorer.views), cmap=cmap,
         )
     return _widget(explorer, widgets)
 
@@ -171,7 +206,7 @@ def _widget(explorer: _Explorer, widgets: Any) -> Any:
     class_filter = widgets.Dropdown(options=classes, index=0, description="class", style=style)
     index = widgets.IntSlider(value=0, min=0, max=len(explorer.labels) - 1, description="image",
                               style=style, continuous_update=False)
-    view = widgets.Dropdown(options=[(t, i) for i, (t, _) in enumerate(explorer.views)],
+    view = widgets.Dropdown(options=[(t, i) for i, (t, *_) in enumerate(explorer.views)],
                             index=0, description="map", style=style)
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
                                 style=style, continuous_update=False)
