@@ -3,7 +3,8 @@
 * :mod:`.viz` -- overlays of a map on an image, grids of images x levels;
 * :mod:`.explorer` -- an ipywidgets explorer for notebooks (a static figure elsewhere);
 * :mod:`.gradcam` -- Grad-CAM, the baseline's answer to "where does it look?";
-* :mod:`.localize` -- do the maps point at the object? (mass in mask, pointing game).
+* :mod:`.localize` -- do the maps point at the object? (mass in mask, pointing game);
+* :mod:`.diagrams` -- the architecture and one attention estimator, drawn from the model.
 
 Plotting imports matplotlib, so the names are loaded on first use (PEP 562): importing
 :mod:`attn_lib.maps.gradcam` alone never pulls in matplotlib.
