@@ -318,6 +318,62 @@ def test_exercises_solutions_and_summary(name):
     assert headings.index("## Appendix: solutions") > headings.index("## Exercises")
 
 
+#: Cell metadata that hides a solution's code until the reader asks for it: Colab shows a
+#: ``cellView: form`` cell as its ``# @title`` line, JupyterLab collapses ``source_hidden``
+#: input. GitHub's renderer honours neither (nor does nbconvert's HTML), so the prose of each
+#: solution sits in a ``<details>`` block, which GitHub and Colab render collapsed.
+HIDDEN_CODE = {"cellView": "form", "jupyter": {"source_hidden": True}}
+
+
+def solution_cells(notebook) -> list:
+    """The cells after the ``## Appendix: solutions`` heading."""
+    start = next(i for i, cell in enumerate(notebook.cells)
+                 if cell.cell_type == "markdown" and "## Appendix: solutions" in cell.source)
+    return notebook.cells[start:]
+
+
+def check_solutions_are_collapsed(name: str, notebook) -> None:
+    cells_after = solution_cells(notebook)
+    prose = [c for c in cells_after if c.cell_type == "markdown"]
+    code = [c for c in cells_after if c.cell_type == "code"]
+    blocks = [b for c in prose for b in re.findall(r"<details>(.*?)</details>", c.source,
+                                                    re.DOTALL)]
+    assert len(blocks) == len(code) >= 2, (
+        f"{name}: each solution needs its prose in a <details> block and one code cell; found "
+        f"{len(blocks)} <details> blocks and {len(code)} code cells"
+    )
+    for block in blocks:
+        assert "<summary>" in block and "Solution" in block, f"{name}: {block[:60]!r}"
+    for cell in code:
+        for key, value in HIDDEN_CODE.items():
+            assert cell.metadata.get(key) == value, (
+                f"{name}: solution code cell {cell.source[:40]!r} lacks {key}={value}; the "
+                "pairing filter (jupytext.toml's cell_metadata_filter) must keep it"
+            )
+        assert cell.source.startswith("# @title Solution"), f"{name}: a '# @title' first line"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_solutions_are_collapsed_in_the_notebook_and_its_script(name):
+    check_solutions_are_collapsed(name, read_ipynb(name))
+    # The .py is the source of truth: what jupytext builds from it must keep the metadata.
+    check_solutions_are_collapsed(name, jupytext.read(NOTEBOOK_DIR / f"{name}.py",
+                                                      fmt="py:percent"))
+
+
+def test_the_collapse_check_catches_a_visible_solution():
+    notebook = jupytext.read(NOTEBOOK_DIR / "02_add_attention.py", fmt="py:percent")
+    code = [c for c in solution_cells(notebook) if c.cell_type == "code"]
+    del code[0].metadata["cellView"]
+    with pytest.raises(AssertionError, match="lacks cellView"):
+        check_solutions_are_collapsed("x", notebook)
+    notebook = jupytext.read(NOTEBOOK_DIR / "02_add_attention.py", fmt="py:percent")
+    prose = [c for c in solution_cells(notebook) if c.cell_type == "markdown"]
+    prose[1].source = prose[1].source.replace("<details>", "").replace("</details>", "")
+    with pytest.raises(AssertionError, match="<details>"):
+        check_solutions_are_collapsed("x", notebook)
+
+
 # --- execution ------------------------------------------------------------------------------
 
 
