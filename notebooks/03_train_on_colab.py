@@ -238,7 +238,7 @@ def train_flops_per_image(name, width):
 
 
 FLOPS = {name: train_flops_per_image(name, WIDTH) for name in (MODEL, *CONTROLS)}
-epoch_images = SETTINGS.get("limit_train") or 50_000
+epoch_images = SETTINGS.get("limit_train", get_preset(PRESET).limit_train) or 50_000  # CIFAR-10: 50,000
 for name, flops in FLOPS.items():
     print(f"{name:<22}{flops / 1e9:8.3f} GFLOP per training image at width {WIDTH:g}, "
           f"{flops * epoch_images / 1e15:.3g} PFLOP per epoch of {epoch_images:,} images")
@@ -339,8 +339,8 @@ assert again.history == result.history
 # `load_model` rebuilds the model from the file alone (its name and options are stored in it)
 # and returns it in evaluation mode on the device we ask for, together with the data statistics
 # it was trained with. Two checks follow. `evaluate` of the saved weights must give the test
-# accuracy that the run recorded for its last epoch, on the same test images (on a GPU, within
-# a few images: a differently batched pass in reduced precision can flip a borderline image).
+# loss and accuracy that the run recorded for its last epoch, on the same test images (within
+# rounding: the cell says how close).
 # And, unless in smoke mode (two epochs on a few hundred images learn next to nothing), the
 # model must beat guessing by more than chance explains: three standard errors of a coin with
 # the guessing rate.
@@ -360,9 +360,15 @@ def check_final_weights(run, network, test, recipe):
     """Evaluate ``network`` as the run did; compare with its last row; return the metrics."""
     metrics = attn_lib.evaluate(network, test, batch_size=recipe["eval_batch_size"],
                                 precision=recipe["precision"])
-    recorded = run.history[-1]["test_acc"]
-    tolerance = 0.0 if DEVICE == "cpu" else 3 / len(test)
-    assert abs(metrics["acc"] - recorded) <= tolerance + 1e-9, (metrics["acc"], recorded)
+    recorded = run.history[-1]
+    # Within two images (CPU) or 0.2 % (GPU): the run normalised its images on the device in
+    # another order of operations, which can flip a borderline image; the loss, a mean over
+    # all images, must agree far more closely (wrong weights move it by much more).
+    tolerance = 2 / len(test) if DEVICE == "cpu" else 0.002
+    assert abs(metrics["acc"] - recorded["test_acc"]) <= tolerance + 1e-9, (
+        metrics["acc"], recorded["test_acc"])
+    assert abs(metrics["loss"] - recorded["test_loss"]) <= 2e-3 * recorded["test_loss"], (
+        metrics["loss"], recorded["test_loss"])
     chance = 1 / len(test.classes)
     margin = 3 * math.sqrt(chance * (1 - chance) / len(test))
     if not SMOKE:
