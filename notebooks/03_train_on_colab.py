@@ -238,7 +238,7 @@ def train_flops_per_image(name, width):
 
 
 FLOPS = {name: train_flops_per_image(name, WIDTH) for name in (MODEL, *CONTROLS)}
-epoch_images = SETTINGS.get("limit_train", get_preset(PRESET).limit_train) or 50_000  # CIFAR-10: 50,000
+epoch_images = SETTINGS.get("limit_train", get_preset(PRESET).limit_train) or 50_000  # CIFAR-10
 for name, flops in FLOPS.items():
     print(f"{name:<22}{flops / 1e9:8.3f} GFLOP per training image at width {WIDTH:g}, "
           f"{flops * epoch_images / 1e15:.3g} PFLOP per epoch of {epoch_images:,} images")
