@@ -363,7 +363,7 @@ print(f"highest class probability: {probabilities.max():.3f} "
 # %%
 trained = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
 info = trained.weights_info
-entry = next(e for e in attn_lib.list_weights("vgg-att3-concat-pc") if e["weights"] == "cifar10")
+entry = next(e for e in attn_lib.list_weights(trained.name) if e["weights"] == info["weights"])
 how = entry["trained"]
 print(f"width {entry['width']}, {how['epochs']} epochs on {how.get('data', entry['dataset'])}")
 print(f"trained with: {how['command']}\non: {how['hardware']} {how.get('date', '')}")

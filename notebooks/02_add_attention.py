@@ -448,7 +448,7 @@ display(plot_attention_grid(model, x[:4], labels[:4], classes, samples.mean, sam
 # %%
 trained = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
 info = trained.weights_info
-entry = next(e for e in attn_lib.list_weights(trained.name) if e["weights"] == "cifar10")
+entry = next(e for e in attn_lib.list_weights(trained.name) if e["weights"] == info["weights"])
 print(f"width {entry['width']:g}, {entry['trained']['epochs']} epochs on "
       f"{entry['trained']['hardware']}; test accuracy {entry['test_acc']:.1%}")
 x_trained = normalize(samples.images[shown], info["mean"], info["std"])
