@@ -6,7 +6,11 @@
 * each first cell has the title, the Colab badge (pyproject.toml's ``Repository`` URL), the
   paper's link and its equations; each setup cell installs the release of pyproject.toml's
   ``version`` on Colab and stops when pip fails;
-* each notebook has exercises, an appendix of solutions and a summary;
+* each notebook has exercises, an appendix of solutions and a summary; each solution's prose is
+  in a ``<details>`` block and its code cell hidden (Colab's form view, JupyterLab's
+  ``source_hidden``), in the .ipynb and in what jupytext builds from the .py;
+* notebooks read no environment variable but 03's data folder and precision (smoke mode only
+  through ``attn_lib.smoke_mode()``);
 * 01, 02 and 04 run top to bottom in their real mode (shipped weights and sample images, no
   training: 04 runs with ``attn_lib.train`` disabled and must not create a runs folder); 03 runs
   in smoke mode (``ATTN_LIB_SMOKE=1``), and 04 then finds and uses its runs (the hand-off),
