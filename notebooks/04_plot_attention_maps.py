@@ -386,7 +386,9 @@ def draw_columns(images, labels, columns, notes=None):
 # In `pc` models the map does not depend on $g$ (notebook 02); in `dp` models it is computed
 # from $\langle l_i, g\rangle$, so each image's own $g$ chooses where to look. Here are both
 # models' maps on the same images, and, over all the images at hand, how many positions each
-# level's map effectively spreads its weight over.
+# level's map effectively spreads its weight over. A map spread over nearly all of its
+# positions is close to global average pooling, however much structure its min-max-scaled
+# picture shows.
 
 # %%
 if dp_model is None:
