@@ -262,17 +262,18 @@ bar.ax.set_yticklabels(["lowest of\nthis map", "highest of\nthis map"])
 plt.show()
 
 # %% [markdown]
-# ## Why level 1 lights up the border
+# ## Level 1 and the image border
 #
-# In the figure above, level 1's map lights up parts of the image's edge, away from the
-# object. conv1 … conv7 pad their input with zeros, so a position near the edge sees part of a
-# frame of zeros that interior positions never see: each 3×3 convolution reaches one pixel
-# further, seven of them reach seven pixels. Those positions' features differ from the
-# interior's in the same way on every image, and `u` scores them differently too. Two
-# measurements show it. On an image of one flat colour (the data set's mean: zero after
+# Level 1's map can light up parts of the image's edge, away from the object (the shipped
+# weights' maps do, in the figure above). conv1 … conv7 pad their input with zeros, so a
+# position near the edge sees part of a frame of zeros that interior positions never see: each
+# 3×3 convolution reaches one pixel further, seven of them reach seven pixels. Those
+# positions' features differ from the interior's in the same way on every image, and `u`
+# scores them differently too. On an image of one flat colour (the data set's mean: zero after
 # normalisation), where nothing but the padding tells one position from another, the map is
-# constant in the interior and changes only within reach of the edge. And averaged over all
-# the images at hand, the map's highest weight lies within two positions of the edge.
+# constant in the interior and changes only within reach of the edge; the cell checks both.
+# It also prints whether, averaged over all the images at hand, the map's highest weight lies
+# within two positions of the edge, whatever the images show.
 
 # %%
 reach = sum(1 for m in model.backbone.blocks[:3].modules() if isinstance(m, torch.nn.Conv2d))
@@ -297,13 +298,12 @@ plt.show()
 print(f"flat image: weights vary by {spread_inside:.1e} (relative) more than {reach} positions "
       f"from the edge, by up to {spread_edge:.0%} within reach of it")
 print(f"mean over the images: highest weight within two positions of the edge: {peak_on_ring}")
-assert spread_inside < 1e-3 < 0.05 < spread_edge, "only the padding should vary the flat map"
-assert peak_on_ring, "level 1's average map should peak on the border"
+assert spread_inside < 1e-5 < 1e-3 < spread_edge, "only the padding should vary the flat map"
 
 # %% [markdown]
-# Level 1 therefore spends part of its weight on the frame, whatever the image shows. Levels 2
-# and 3 are padded too, but their positions cover much larger patches of the image, of which
-# the frame is a smaller part.
+# Where it does, level 1 spends part of its weight on the frame, whatever the image shows.
+# Levels 2 and 3 are padded too, but their positions cover much larger patches of the image,
+# of which the frame is a smaller part.
 #
 # ## A grid across images and levels
 #
@@ -352,9 +352,20 @@ for title, indices in (("right", is_right.nonzero().flatten()),
 # The figures from here on put several kinds of map next to each other, one image per row. The
 # helper below draws them: the image with its true class, then one overlay per column, every
 # map scaled on its own. A map that is zero everywhere (no positive evidence, possible for
-# Grad-CAM) is drawn as the bare image and marked "all zero".
+# Grad-CAM) is drawn as the bare image and marked "all zero". A column of *signed* maps (a
+# title ending in "±") is drawn red where positive and blue where negative, white at zero, on
+# a scale symmetric about zero.
 
 # %%
+def draw_signed(ax, image, single):
+    """``single`` (1, h, w), signed, upsampled to the image and drawn over its grey copy."""
+    side = image.shape[-1]
+    up = upsample_maps(single[None].float(), (side, side))[0, 0]
+    ax.imshow(to_rgb_image(image, mean, std).mean(-1), cmap="gray", alpha=0.6)
+    limit = max(up.abs().max().item(), 1e-12)
+    ax.imshow(up, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7)
+
+
 def draw_columns(images, labels, columns, notes=None):
     """One row per image: the image, then ``columns`` ((title, maps (N, 1, h, w)) pairs)."""
     rows = len(images)
@@ -367,7 +378,9 @@ def draw_columns(images, labels, columns, notes=None):
                              fontsize=8)
         for ax, (title, maps) in zip(axes[i, 1:], columns):
             single = maps[i].detach().cpu().float()
-            if single.max() > 0:
+            if title.endswith("±"):
+                draw_signed(ax, images[i], single)
+            elif single.max() > 0:
                 ax.imshow(overlay_attention(images[i], single, alpha=0.5, mean=mean, std=std))
             else:
                 ax.imshow(to_rgb_image(images[i], mean, std))
@@ -472,6 +485,100 @@ plt.close("all")
 for title, maps in control_columns + baseline_columns:
     empty = [classes[y[i]] for i in range(len(x)) if maps[i].max() == 0]
     print(f"{title.replace(chr(10), ' at '):<28} all-zero maps: {len(empty)} {empty}")
+
+# %% [markdown]
+# ## What each position added to the decision
+#
+# An attention map says how much each position's features enter $g_a$; it does not say what
+# the classifier concluded from them. At test time the classifier is affine: batch norm with
+# its running statistics is a fixed scale and shift, dropout is off, and a linear layer
+# follows. So every class score (logit) $k$ splits exactly into a constant plus one term per
+# level $s$ and position $i$,
+#
+# $$\text{logit}_k = b_k + \sum_s \sum_i a^s_i\, \tilde w_k^{s\top} l^s_i,$$
+#
+# where $l^s_i$ are the local features the estimator averages (after its 1×1 projection),
+# $\tilde w_k^s$ the classifier's weights for class $k$ on level $s$'s part of the descriptor,
+# each multiplied by batch norm's scale, and $b_k$ what is left: the linear layer's bias and
+# batch norm's shift, through the weights. A term is the attention weight times what the
+# classifier makes of the features at that position: positive where the position speaks *for*
+# class $k$, negative where it speaks against. These **contribution maps** tell "where the
+# model looked" (the attention map) from "what it concluded there". The next cell computes
+# them from the model's own modules and checks the decomposition: the maps summed, plus the
+# constant, give the model's logit.
+
+# %%
+def contribution_maps_by_hand(network, images, target):
+    """The terms a_i w̃_k^T l_i of logit ``target`` (one (N, 1, h, w) map per level) and the
+    constant b_k (N,), for an attention model in eval mode."""
+    features = network.backbone(images)
+    source = features.local if network.attention_position == "before" else features.pooled
+    concat = network.aggregation == "concat"
+    maps, constant, offset = [], 0.0, 0
+    for index, (level, estimator) in enumerate(zip(network.levels, network.estimators)):
+        result = estimator(source[level - 1], features.global_)
+        local = source[level - 1]
+        if estimator.project_local is not None:
+            local = estimator.project_local(local)  # the features that g_a averages
+        head = network.heads[0 if concat else index]
+        norm, linear = head[0], head[-1]
+        assert isinstance(norm, torch.nn.BatchNorm1d) and isinstance(linear, torch.nn.Linear)
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        columns = slice(offset, offset + local.shape[1]) if concat else slice(None)
+        weights = linear.weight[target][:, columns] * scale[columns]  # w̃_k, (N, C)
+        term = result.attention * torch.einsum("nchw,nc->nhw", local.float(), weights)[:, None]
+        if estimator.normalize == "sigmoid":  # that g_a is a mean over positions, not a sum
+            term = term / term[0, 0].numel()
+        share = 1.0 if concat else 1 / len(network.heads)  # indep: the heads' mean
+        maps.append(term * share)
+        if concat and index + 1 < len(network.levels):
+            offset += local.shape[1]
+            continue
+        constant = constant + share * ((linear.weight @ shift + linear.bias)[target])
+    return maps, constant
+
+
+with torch.no_grad():
+    logits = model(x.to(DEVICE)).logits
+    predicted_class = logits.argmax(1)
+    runner_up = logits.topk(2, dim=1).indices[:, 1]  # the class the model found next likeliest
+    parts = {kind: contribution_maps_by_hand(model, x.to(DEVICE), target)
+             for kind, target in (("predicted", predicted_class), ("runner-up", runner_up))}
+for (kind, (maps, constant)), target in zip(parts.items(), (predicted_class, runner_up)):
+    total = sum(m.flatten(1).sum(1) for m in maps) + constant
+    logit = logits.gather(1, target[:, None])[:, 0]
+    error = (total - logit).abs().max().item()
+    per_level = "  ".join(f"level {lv} {m.flatten(1).sum(1).mean():+.2f}"
+                          for lv, m in zip(model.levels, maps))
+    print(f"{kind:<9} class: mean logit {logit.mean():+.2f} = {per_level}  constant "
+          f"{constant.mean():+.2f}; largest error of the sum {error:.1e}")
+    assert error <= 1e-4 * max(1.0, logit.abs().max().item()), "the decomposition must be exact"
+
+# %% [markdown]
+# The terms add up to the logit to float rounding, so the maps are not an approximation: they
+# are the model's arithmetic, laid out on the image. Below, for four images: the attention
+# maps, then the contribution maps for the class the model predicts and for its runner-up
+# class (red for, blue against, each map on its own scale symmetric about zero).
+
+# %%
+rows = 4
+columns = [(f"attention {lv}\n{LEVEL_LAYERS[lv]}", m[:rows]) for lv, m in
+           zip(model.levels, out.attention)]
+for kind in parts:
+    columns += [(f"{kind} class\nlevel {lv} ±", m[:rows]) for lv, m in
+                zip(model.levels, parts[kind][0])]
+notes = [f"predicted {classes[a]}\nrunner-up {classes[b]}" for a, b in
+         zip(predicted_class[:rows].tolist(), runner_up[:rows].tolist())]
+display(draw_columns(x[:rows], y[:rows], columns, notes))
+plt.close("all")
+
+# %% [markdown]
+# Reading them: the printed sums say how much each level adds to the logit on average, and a
+# level whose attention map looks focused can add little. Where a place is red in both the
+# predicted and the runner-up columns, the model looked there and found evidence for both
+# classes; the decision is the difference. And a bright spot of attention can be blue: the
+# model weighted that place heavily and found evidence *against* the class there.
 
 # %% [markdown]
 # ## How well do the maps localise the object?
