@@ -32,6 +32,7 @@ _LAZY = {
     "plot_attention_grid": "viz",
     "localization_scores": "localize",
     "attention_explorer": "explorer",
+    "contribution_maps": "contribution",
 }
 
 
@@ -49,6 +50,7 @@ __all__ = [
     "localization_scores",
     "gradcam",
     "attention_explorer",
+    "contribution_maps",
     "AttentionEstimator",
     "AttnVGG",
     "CheckpointError",

@@ -150,6 +150,21 @@ def test_estimator_scores_stay_in_fp32_under_autocast():
     assert result.scores.tolist() == grid(PC_SCORES).tolist()
 
 
+def test_estimator_computes_a_float64_model_in_float64():
+    # "At least fp32", not "exactly fp32": a .double() model keeps float64 through the
+    # estimator, so its softmax matches the exact one to float64 rounding (fp32 would be off
+    # by ~1e-8 relative).
+    local, global_, u = (t.double() for t in tensors())
+    estimator = AttentionEstimator(2, 2, compatibility="pc").double()
+    with torch.no_grad():
+        estimator.u.copy_(u)
+    result = estimator(local, global_)
+    assert {result.scores.dtype, result.attention.dtype, result.descriptor.dtype} == {
+        torch.float64}
+    exact = torch.tensor([softmax(s) for s in PC_SCORES], dtype=torch.float64)[:, None, None]
+    torch.testing.assert_close(result.attention, exact, rtol=1e-15, atol=1e-15)
+
+
 def test_defaults_are_the_papers_softmax_sum_and_pc():
     local, _, _ = tensors()
     weights = [[0.2, 0.3, 0.5], [0.9, 0.6, 0.1]]

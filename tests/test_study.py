@@ -11,7 +11,14 @@ from torch import nn
 import attn_lib
 from attn_lib.data import ArrayDataset, load_dataset
 from attn_lib.maps.localize import jaccard_index
-from attn_lib.study import fgsm_accuracy, fgsm_perturb, global_shuffle_effect, reproduce
+from attn_lib.study import (
+    fgsm_accuracy,
+    fgsm_perturb,
+    global_shuffle_effect,
+    pgd_accuracy,
+    pgd_perturb,
+    reproduce,
+)
 from attn_lib.study.robustness import derangement, shuffled_global
 from attn_lib.study.runner import EVALUATION_FILE, run_name
 
@@ -86,6 +93,66 @@ def test_fgsm_accuracy_counts_correct_adversarial_predictions() -> None:
         fgsm_perturb(model, torch.randn(2, 3, 2, 2) * 3, labels[:2], 0.1, MEAN, STD)
     with pytest.raises(ValueError, match="epsilons"):
         fgsm_accuracy(model, ds, [2.0])
+
+
+def test_pgd_is_projected_sign_steps_from_a_random_start_clipped() -> None:
+    model = _Linear().train()
+    pixels = torch.rand(4, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    pixels[0, 0, 0, 0], pixels[1, 2, 1, 1] = 0.999, 0.001  # will be clipped
+    labels = torch.tensor([0, 1, 1, 0])
+    eps, alpha, steps = 8 / 255, 3 / 255, 4
+    adversarial = pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=steps,
+                              step_size=alpha, generator=torch.Generator().manual_seed(5))
+    # By hand: the same uniform start, then each step a sign step, projected and clipped.
+    start = torch.rand(pixels.shape, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    x = (pixels + eps * start).clamp(0, 1)
+    for _ in range(steps):
+        x = x + alpha * _hand_gradient(model, x, labels).sign()
+        x = torch.minimum(torch.maximum(x, pixels - eps), pixels + eps).clamp(0, 1)
+        assert torch.all((x - pixels).abs() <= eps + 1e-7)
+    torch.testing.assert_close(adversarial, x)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    assert (adversarial - pixels).abs().max() > eps - 1e-6  # it does use the budget
+    assert model.training  # mode restored
+    # Another seed starts elsewhere: the start is random, not the clean image.
+    other = pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=1, step_size=alpha,
+                        generator=torch.Generator().manual_seed(6))
+    first = pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=1, step_size=alpha,
+                        generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(other, first)
+    with pytest.raises(ValueError, match="steps"):
+        pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=0)
+
+
+def test_pgd_default_step_is_2_5_epsilon_over_steps() -> None:
+    model = _Linear()
+    pixels = torch.full((2, 3, 2, 2), 0.5)
+    labels = torch.tensor([0, 1])
+    eps = 4 / 255
+    default = pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=10,
+                          generator=torch.Generator().manual_seed(0))
+    explicit = pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=10, step_size=eps / 4,
+                           generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(default, explicit)
+
+
+def test_pgd_accuracy_on_a_linear_two_class_model_equals_fgsm() -> None:
+    # For two classes and a linear model the loss gradient's sign is the same everywhere, so
+    # FGSM's corner is the best the ball offers and PGD's 2.5-epsilon walk ends exactly there.
+    model = _Linear()
+    images = torch.randint(0, 256, (30, 3, 2, 2), generator=torch.Generator().manual_seed(2),
+                           dtype=torch.uint8)
+    with torch.no_grad():
+        x = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
+            STD).view(1, 3, 1, 1)
+        labels = model(x).argmax(1)
+    ds = ArrayDataset(images, labels, ["a", "b"], MEAN, STD)
+    epsilons = [0.0, 8 / 255, 32 / 255]
+    pgd = pgd_accuracy(model, ds, epsilons, batch_size=7)
+    fgsm = fgsm_accuracy(model, ds, epsilons, batch_size=7)
+    assert pgd == pytest.approx(fgsm)
+    assert pgd[0.0] == 1.0 and pgd[32 / 255] < pgd[8 / 255] < 1.0
+    assert pgd_accuracy(model, ds, epsilons, batch_size=7) == pgd  # seeded: repeatable
 
 
 def test_derangement_moves_every_index() -> None:
@@ -163,20 +230,28 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
     out, runs = tmp_path / "results", tmp_path / "runs"
     result = reproduce(out_dir=out, runs_dir=runs, note="A note for the reader.", **SMOKE)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["RESULTS.md", "accuracy.png", "attention.png", "fgsm.png", "results.json"]
+    assert names == ["RESULTS.md", "accuracy.png", "attention.png", "results.json",
+                     "robustness.png"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["study"]["models"] == ["vgg", "vgg-att3-concat-pc"]
     assert saved["environment"]["torch"] == torch.__version__
     run = {r["model"]: r for r in saved["runs"]}
     assert run["vgg"]["parameters"] == sum(
         p.numel() for p in attn_lib.build_model("vgg", 8, width=0.0625).parameters())
-    assert [f["epsilon_255"] for f in run["vgg"]["fgsm"]] == [1, 2, 4, 8]
+    for attack in ("fgsm", "pgd"):  # the study's budgets and the large sanity budget
+        assert [f["epsilon_255"] for f in run["vgg"][attack]] == [1, 2, 4, 8, 64]
+    assert run["vgg"]["attack"]["images"] == saved["study"]["attack_images"] == 16
+    assert run["vgg"]["attack"]["pgd_steps"] == 10
+    assert set(saved["summary"]["vgg"]["checks"]) >= {"falls_with_epsilon", "pgd_at_most_fgsm",
+                                                      "large_epsilon_near_zero"}
+    assert saved["robustness_verdict"] in (out / "RESULTS.md").read_text()
     assert "g_shuffle" not in run["vgg"] and run["vgg-att3-concat-pc"]["g_shuffle"][
         "delta_acc"] == 0.0
     assert {row["method"] for row in run["vgg"]["localization"]} == {"gradcam", "uniform"}
     assert result.results["summary"]["vgg"]["seeds"] == [0]
     text = (out / "RESULTS.md").read_text()
     assert "| `vgg-att3-concat-pc` |" in text and "FGSM ε=8/255" in text
+    assert "PGD ε=8/255" in text and "PGD 64/255" in text and "## Robustness" in text
     assert "A note for the reader." in text and saved["study"]["runs_dir"] == "runs"
     assert f"{100 * run['vgg']['test_acc']:.2f}" in text
 
@@ -191,6 +266,18 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
     reproduce(out_dir=out, runs_dir=runs, **SMOKE)
     assert calls == [("vgg", True)]
     assert (runs / run_name("vgg", 0) / EVALUATION_FILE).is_file()
+
+    # An evaluation of an older version is recomputed, again without training anything new.
+    path = runs / run_name("vgg-att3-concat-pc", 0) / EVALUATION_FILE
+    old = json.loads(path.read_text())
+    old["evaluation_version"] -= 1
+    path.write_text(json.dumps(old))
+    calls.clear()
+    reproduce(out_dir=out, runs_dir=runs, **SMOKE)
+    assert calls == [("vgg-att3-concat-pc", True)]
+    new = json.loads(path.read_text())
+    assert new["evaluation_version"] == old["evaluation_version"] + 1
+    assert new["epochs"] == old["epochs"] and new["history"] == old["history"]
 
 
 def test_study_resumes_a_run_killed_mid_training(tmp_path, monkeypatch) -> None:
@@ -265,3 +352,55 @@ def test_gpu_scale_dry_run_on_the_cpu(tmp_path, monkeypatch) -> None:
     assert run["train_settings"]["compile"] is True and run["recipe"]["name"] == "fast"
     assert run["epochs"] == 1 and (tmp_path / "results" / "RESULTS.md").exists()
     assert len(compiled) == 1  # the model was compiled for training
+
+
+def _attacked_run(model: str, clean: float, fgsm: list[float], pgd: list[float]) -> dict:
+    rows = lambda accs: [{"epsilon": e / 255, "epsilon_255": e, "acc": a}  # noqa: E731
+                         for e, a in zip((2, 8, 64), accs)]
+    return {"model": model, "attack": {"clean_acc": clean}, "fgsm": rows(fgsm), "pgd": rows(pgd)}
+
+
+def test_attack_checks_catch_each_failure() -> None:
+    from attn_lib.study.report import attack_checks
+
+    good = _attacked_run("m", 0.8, [0.5, 0.3, 0.1], [0.4, 0.1, 0.0])
+    assert attack_checks([good]) == {
+        "falls_with_epsilon": True, "pgd_at_most_fgsm": True, "large_epsilon_255": 64,
+        "large_epsilon_pgd_acc": 0.0, "large_epsilon_near_zero": True}
+    rises = _attacked_run("m", 0.8, [0.5, 0.3, 0.1], [0.4, 0.45, 0.0])  # PGD rises at 8/255
+    above_clean = _attacked_run("m", 0.8, [0.85, 0.3, 0.1], [0.4, 0.1, 0.0])
+    pgd_above = _attacked_run("m", 0.8, [0.5, 0.3, 0.1], [0.4, 0.35, 0.0])
+    stuck = _attacked_run("m", 0.8, [0.5, 0.3, 0.2], [0.4, 0.1, 0.05])
+    assert not attack_checks([good, rises])["falls_with_epsilon"]
+    overshoot = _attacked_run("m", 0.8, [0.5, 0.3, 0.35], [0.4, 0.1, 0.0])  # FGSM at 64/255
+    assert attack_checks([overshoot])["falls_with_epsilon"]
+    pgd_rises_late = _attacked_run("m", 0.8, [0.5, 0.3, 0.35], [0.4, 0.1, 0.2])
+    assert not attack_checks([pgd_rises_late])["falls_with_epsilon"]
+    assert not attack_checks([above_clean])["falls_with_epsilon"]
+    assert attack_checks([pgd_above])["falls_with_epsilon"]
+    assert not attack_checks([good, pgd_above])["pgd_at_most_fgsm"]
+    checks = attack_checks([stuck, good])
+    assert checks["large_epsilon_pgd_acc"] == 0.05 and not checks["large_epsilon_near_zero"]
+
+
+def test_robustness_verdict_needs_every_seed_above_every_other() -> None:
+    from attn_lib.study.report import robustness_verdict
+
+    def runs(a_pgd8: list[float], b_pgd8: list[float], c_pgd8: list[float]) -> list[dict]:
+        return [_attacked_run(m, 0.8, [0.5, 0.3, 0.1], [0.4, acc, 0.0])
+                for m, accs in (("a", a_pgd8), ("b", b_pgd8), ("c", c_pgd8)) for acc in accs]
+
+    clear = robustness_verdict(runs([0.20, 0.22], [0.10, 0.12], [0.05, 0.06]), [8])
+    assert "ε = 8/255: `a` (next best `b`)" in clear and "No model" not in clear
+    assert "leaves no run above 22.0 %" in clear
+    # a's mean leads, but one seed of b is above a seed of a: no verdict.
+    overlap = robustness_verdict(runs([0.20, 0.30], [0.21, 0.10], [0.05, 0.06]), [8])
+    assert overlap.startswith("No model is measurably more robust")
+    # b's seeds are below a's, but c (third by mean) has a seed above one of a's.
+    third = robustness_verdict(runs([0.20, 0.22], [0.10, 0.12], [0.21, 0.0]), [8])
+    assert third.startswith("No model is measurably more robust")
+    one_seed = robustness_verdict(runs([0.3], [0.1], [0.0]), [8])
+    assert one_seed.startswith("With one seed")
+    # Two budgets: a verdict at one, none at the other, and both said.
+    both = robustness_verdict(runs([0.20, 0.22], [0.10, 0.12], [0.05, 0.06]), [2, 8])
+    assert "ε = 8/255: `a`" in both and "At ε = 2/255 the best model's seeds overlap" in both

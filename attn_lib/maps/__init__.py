@@ -3,6 +3,8 @@
 * :mod:`.viz` -- overlays of a map on an image, grids of images x levels;
 * :mod:`.explorer` -- an ipywidgets explorer for notebooks (a static figure elsewhere);
 * :mod:`.gradcam` -- Grad-CAM, the baseline's answer to "where does it look?";
+* :mod:`.contribution` -- each position's exact share of a class score (attention times what
+  the classifier makes of the local feature there);
 * :mod:`.localize` -- do the maps point at the object? (mass in mask, pointing game);
 * :mod:`.diagrams` -- the architecture and one attention estimator, drawn from the model.
 
@@ -19,6 +21,7 @@ _WHERE = {
     "attention_explorer": "explorer",
     "gradcam": "gradcam",
     "localization_scores": "localize",
+    "contribution_maps": "contribution",
 }
 
 

@@ -148,14 +148,17 @@ class AttentionEstimator(nn.Module):
             local = self.project_local(local)
         if self.project_global is not None:
             global_ = self.project_global(global_)
-        # Scores, softmax and weighted sum in fp32 even under autocast: they are only N*h*w
-        # numbers, and in fp16 a dot product over 512 channels can overflow (65,504) to inf.
+        # Scores, softmax and weighted sum in at least fp32, even under autocast: they are only
+        # N*h*w numbers, and in fp16 a dot product over 512 channels can overflow (65,504) to
+        # inf. Half precision is raised to fp32; a float64 model stays in float64.
+        dtype = torch.promote_types(torch.promote_types(local.dtype, global_.dtype),
+                                    torch.float32)
         with torch.autocast(local.device.type, enabled=False):
-            local32, global32 = local.float(), global_.float()
+            local, global_ = local.to(dtype), global_.to(dtype)
             if self.u is not None:
-                scores = pc_compatibility(local32, global32, self.u.float())
+                scores = pc_compatibility(local, global_, self.u.to(dtype))
             else:
-                scores = dp_compatibility(local32, global32)
+                scores = dp_compatibility(local, global_)
             attention = normalize_scores(scores, self.normalize)
-            descriptor = attend(local32, attention, self.normalize)
+            descriptor = attend(local, attention, self.normalize)
         return AttentionResult(descriptor, attention, scores)

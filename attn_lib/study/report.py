@@ -1,13 +1,15 @@
 """A study's results folder: ``results.json``, ``RESULTS.md`` and figures.
 
 * ``results.json`` -- every number: the study's settings, the environment, each run's record
-  (training, clean and flip-TTA accuracy, FGSM, g shuffled, localisation) and the per-model
-  summary (mean and standard deviation over seeds);
+  (training, clean and flip-TTA accuracy, FGSM, PGD, g shuffled, localisation), the per-model
+  summary (mean and standard deviation over seeds), the attacks' sanity checks per model and
+  a sentence, computed from the numbers, on whether any model is more robust;
 * ``RESULTS.md`` -- the summary table beside the references of :data:`scales.REFERENCES`,
-  labelled with what they are and what they were measured on, then the per-run table;
-* ``accuracy.png`` (each seed's point and the mean per model), ``fgsm.png`` (accuracy against
-  epsilon per model) and ``attention.png`` (the same test images, one per class, with every
-  attention model's maps and Grad-CAM of the baseline).
+  labelled with what they are and what they were measured on, the robustness table with its
+  checks and verdict, then the per-run table;
+* ``accuracy.png`` (each seed's point and the mean per model), ``robustness.png`` (accuracy
+  against epsilon per model under FGSM and PGD) and ``attention.png`` (the same test images,
+  one per class, with every attention model's maps and Grad-CAM of the baseline).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from .scales import REFERENCE_NOTE, REFERENCES
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
 ACCURACY_PNG = "accuracy.png"
-FGSM_PNG = "fgsm.png"
+ROBUSTNESS_PNG = "robustness.png"
 ATTENTION_PNG = "attention.png"
 #: Test images in attention.png: the first test image of each of the first classes.
 ATTENTION_IMAGES = 8
+#: PGD accuracy at the large budget up to which an attack counts as driving accuracy to ~0.
+NEAR_ZERO = 0.01
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -48,16 +52,89 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                  "parameters": group[0]["parameters"]}
         for key in ("test_acc", "test_acc_tta", "train_time_s"):
             entry[key] = mean_std([r[key] for r in group])
-        epsilons = [f["epsilon_255"] for f in group[0]["fgsm"]]
-        entry["fgsm"] = {eps: mean_std([next(f["acc"] for f in r["fgsm"]
-                                             if f["epsilon_255"] == eps) for r in group])
-                         for eps in epsilons}
+        entry["attack_images"] = group[0]["attack"]["images"]
+        entry["attack_clean_acc"] = mean_std([r["attack"]["clean_acc"] for r in group])
+        for attack in ("fgsm", "pgd"):
+            epsilons = [f["epsilon_255"] for f in group[0][attack]]
+            entry[attack] = {eps: mean_std([_acc_at(r[attack], eps) for r in group])
+                             for eps in epsilons}
+        entry["checks"] = attack_checks(group)
         if all("g_shuffle" in r for r in group):
             entry["g_shuffle_delta_acc"] = mean_std([r["g_shuffle"]["delta_acc"] for r in group])
             entry["g_shuffle_max_attention_change"] = max(
                 r["g_shuffle"]["max_attention_change"] for r in group)
         summary[model] = entry
     return summary
+
+
+def _acc_at(rows: Sequence[dict[str, Any]], epsilon_255: float) -> float:
+    return next(f["acc"] for f in rows if f["epsilon_255"] == epsilon_255)
+
+
+def attack_checks(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The sanity checks of an attack evaluation, over every run of one model.
+
+    * ``falls_with_epsilon`` -- in every run, FGSM and PGD accuracy never rise as epsilon
+      grows (from the clean accuracy of the attacked images at epsilon 0); FGSM's one
+      linearised step is not held to it at the large budget, where it overshoots (a step of
+      64/255 leaves the region where the loss is near linear), which is why PGD checks there;
+    * ``pgd_at_most_fgsm`` -- in every run, PGD accuracy <= FGSM accuracy at every epsilon;
+    * ``large_epsilon_pgd_acc`` -- the highest PGD accuracy of any run at the largest epsilon,
+      and ``large_epsilon_near_zero`` whether it is at most :data:`NEAR_ZERO`.
+
+    A failed check means the attack, not the model, is in doubt (gradient masking, too few
+    steps); the report shows it beside the numbers.
+    """
+    largest = max(f["epsilon_255"] for f in runs[0]["pgd"])
+    falls, pgd_below = True, True
+    for run in runs:
+        clean = run["attack"]["clean_acc"]
+        for attack in ("fgsm", "pgd"):
+            rows = sorted(run[attack], key=lambda f: f["epsilon"])
+            accs = [clean] + [f["acc"] for f in rows
+                              if attack == "pgd" or f["epsilon_255"] < largest]
+            falls &= all(b <= a for a, b in zip(accs, accs[1:]))
+        pgd_below &= all(p["acc"] <= _acc_at(run["fgsm"], p["epsilon_255"]) for p in run["pgd"])
+    large_acc = max(_acc_at(run["pgd"], largest) for run in runs)
+    return {"falls_with_epsilon": falls, "pgd_at_most_fgsm": pgd_below,
+            "large_epsilon_255": largest, "large_epsilon_pgd_acc": large_acc,
+            "large_epsilon_near_zero": large_acc <= NEAR_ZERO}
+
+
+def robustness_verdict(runs: Sequence[dict[str, Any]], epsilons_255: Sequence[float]) -> str:
+    """A sentence, computed from the PGD numbers, on whether any model is more robust.
+
+    At each budget the model with the highest mean PGD accuracy is called *more robust* only if
+    every one of its seeds lies above every seed of every other model (two seeds or more each);
+    where seeds overlap, its lead is within the spread between seeds.
+    """
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_model.setdefault(run["model"], []).append(run)
+    if len(by_model) < 2:
+        return "One model only: there is nothing to compare its robustness with."
+    clear, unclear = [], []
+    for eps in epsilons_255:
+        accs = {m: [_acc_at(r["pgd"], eps) for r in group] for m, group in by_model.items()}
+        ranked = sorted(accs, key=lambda m: -statistics.fmean(accs[m]))
+        best, second = ranked[0], ranked[1]
+        separated = min(accs[best]) > max(a for m in ranked[1:] for a in accs[m])
+        (clear if separated else unclear).append((eps, best, second))
+    worst_case = max(_acc_at(r["pgd"], max(epsilons_255)) for r in runs)
+    tail = (f" PGD at ε = {_eps(max(epsilons_255))}/255 leaves no run above "
+            f"{100 * worst_case:.1f} % accuracy.")
+    if min(len(g) for g in by_model.values()) < 2:
+        return ("With one seed for some model there is no spread between seeds to tell a lead "
+                "from noise, so no model is called more robust." + tail)
+    if not clear:
+        return ("No model is measurably more robust than the others under PGD: at every ε "
+                "some seed of another model reaches a seed of the best one." + tail)
+    leads = "; ".join(f"ε = {_eps(eps)}/255: `{best}` (next best `{second}`)"
+                      for eps, best, second in clear)
+    rest = (f" At ε = {', '.join(_eps(e) for e, _, _ in unclear)}/255 the best model's seeds "
+            "overlap another model's." if unclear else "")
+    return (f"Under PGD one model is more robust than all others (each of its seeds above every "
+            f"seed of every other model) at {leads}." + rest + tail)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path, *, test_set: Any = None,
@@ -70,11 +147,14 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, test_set: Any 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results["summary"] = summarize(results["runs"])
+    results["robustness_verdict"] = robustness_verdict(
+        results["runs"], [round(e * 255, 6) for e in results["study"]["epsilons"]])
     results["references"] = {m: REFERENCES.get(results["study"]["dataset"], {}).get(m, [])
                              for m in results["summary"]}
     written = []
     if figures:
-        written += [plot_accuracy(results, out / ACCURACY_PNG), plot_fgsm(results, out / FGSM_PNG)]
+        written += [plot_accuracy(results, out / ACCURACY_PNG),
+                    plot_robustness(results, out / ROBUSTNESS_PNG)]
         if test_set is not None and runs_dir is not None:
             path = plot_study_attention(results, test_set, Path(runs_dir), out / ATTENTION_PNG)
             if path is not None:
@@ -103,7 +183,7 @@ def _minutes(seconds: float) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The ``RESULTS.md`` text of a study."""
     study, env, summary = results["study"], results["environment"], results["summary"]
-    epsilons = [round(e * 255, 6) for e in study["epsilons"]]
+    top = max(round(e * 255, 6) for e in study["epsilons"])
     lines = [
         f"# Study: {study['dataset']} at scale `{study['scale']}`",
         "",
@@ -116,25 +196,26 @@ def markdown(results: dict[str, Any]) -> str:
         f"took {_minutes(results['wall_s'])} of wall time (runs finished earlier are skipped).",
         "",
         "Accuracies are percentages on the test split (mean ± standard deviation over seeds), "
-        "of the final weights (no selection by test accuracy). FGSM perturbs each test image by "
-        "ε·sign(∇ₓ loss) in pixel space, clipped to [0, 1], model in eval mode. Δ g-shuffle is "
+        "of the final weights (no selection by test accuracy). FGSM and PGD at the paper's "
+        f"largest budget ε = {_eps(top)}/255 (all budgets under *Robustness*). Δ g-shuffle is "
         "the accuracy change when each image's global feature g is replaced by another image's "
         "before the attention estimators.",
         "",
         "| model | parameters | train time / run | test acc | flip TTA | "
-        + " | ".join(f"FGSM ε={_eps(e)}/255" for e in epsilons) + " | Δ g-shuffle (pp) |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(epsilons) + "---:|",
+        f"FGSM ε={_eps(top)}/255 | PGD ε={_eps(top)}/255 | Δ g-shuffle (pp) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, s in summary.items():
         n = len(s["seeds"])
-        fgsm = " | ".join(_pct(s["fgsm"][e], n) for e in epsilons)
+        attacks = f"{_pct(s['fgsm'][top], n)} | {_pct(s['pgd'][top], n)}"
         shuffle = "–"
         if "g_shuffle_delta_acc" in s:
             mean, std = s["g_shuffle_delta_acc"]
             shuffle = f"{100 * mean:+.2f}" + (f" ± {100 * std:.2f}" if n > 1 else "")
         lines.append(f"| `{model}` | {s['parameters']:,} | {_minutes(s['train_time_s'][0])} | "
-                     f"{_pct(s['test_acc'], n)} | {_pct(s['test_acc_tta'], n)} | {fgsm} | "
+                     f"{_pct(s['test_acc'], n)} | {_pct(s['test_acc_tta'], n)} | {attacks} | "
                      f"{shuffle} |")
+    lines += robustness_markdown(results)
     refs = [(m, r) for m, rs in results["references"].items() for r in rs]
     lines += ["", "## For comparison (not measured here)", ""]
     if refs:
@@ -166,6 +247,53 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("figures"):
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in results["figures"]]
     return "\n".join(lines) + "\n"
+
+
+def robustness_markdown(results: dict[str, Any]) -> list[str]:
+    """The *Robustness* section of ``RESULTS.md``: FGSM and PGD at every budget on the same
+    images, the sanity checks of the attacks and the computed verdict."""
+    study, summary = results["study"], results["summary"]
+    first = next(iter(summary.values()))
+    budgets = list(first["pgd"])
+    images, total = first["attack_images"], study["test_images"]
+    which = (f"all {total:,} test images" if images == total else
+             f"the same {images:,} of the {total:,} test images (a seeded random subset)")
+    lines = [
+        "", "## Robustness", "",
+        f"FGSM (one step ε·sign(∇ₓ loss)) and PGD (L∞, {_pgd_steps(results)} projected sign "
+        "steps of 2.5·ε/steps from a uniform random start; Madry et al. 2018) on "
+        f"{which}, perturbing pixels and clipping to [0, 1], model in eval mode. `clean` is "
+        "the accuracy on those images. The last budget is far beyond the others: any model "
+        "whose gradients the attack can follow falls to about 0 % under PGD there (FGSM's "
+        "single step overshoots at such a budget and is shown, not checked).",
+        "",
+        "| model | clean | " + " | ".join(f"FGSM {_eps(e)}/255" for e in budgets) + " | "
+        + " | ".join(f"PGD {_eps(e)}/255" for e in budgets) + " |",
+        "|---|---:|" + "---:|" * (2 * len(budgets)),
+    ]
+    for model, s in summary.items():
+        n = len(s["seeds"])
+        lines.append(f"| `{model}` | {_pct(s['attack_clean_acc'], n)} | "
+                     + " | ".join(_pct(s["fgsm"][e], n) for e in budgets) + " | "
+                     + " | ".join(_pct(s["pgd"][e], n) for e in budgets) + " |")
+    lines += ["", "Sanity checks of the attacks (every run of the model):", "",
+              "| model | accuracy falls as ε grows | PGD ≤ FGSM at every ε | "
+              f"PGD at {_eps(budgets[-1])}/255 ≤ {100 * NEAR_ZERO:g} % |",
+              "|---|---|---|---|"]
+    for model, s in summary.items():
+        c = s["checks"]
+        lines.append(f"| `{model}` | {_yes(c['falls_with_epsilon'])} | "
+                     f"{_yes(c['pgd_at_most_fgsm'])} | {_yes(c['large_epsilon_near_zero'])} "
+                     f"(highest run {100 * c['large_epsilon_pgd_acc']:.1f} %) |")
+    return lines + ["", results["robustness_verdict"]]
+
+
+def _pgd_steps(results: dict[str, Any]) -> int:
+    return results["runs"][0]["attack"]["pgd_steps"]
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "**no**"
 
 
 def _eps(value: float) -> str:
@@ -202,22 +330,22 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def plot_fgsm(results: dict[str, Any], path: Path) -> Path:
-    """Accuracy against the FGSM budget, one line per model (thin lines: single seeds)."""
-    fig = _figure(5.6, 3.8)
+def plot_robustness(results: dict[str, Any], path: Path) -> Path:
+    """Accuracy against the budget, one colour per model: FGSM solid, PGD dashed (ε = 0: the
+    clean accuracy of the attacked images; the large sanity budget is left out of the axis)."""
+    fig = _figure(6.0, 4.0)
     ax = fig.subplots()
     colours = iter(["tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
                     "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black"])
+    budgets = [round(e * 255, 6) for e in results["study"]["epsilons"]]
     for model, s in results["summary"].items():
         colour = next(colours)
-        epsilons = [0.0] + list(s["fgsm"])
-        ax.plot(epsilons, [100 * s["test_acc"][0]] + [100 * s["fgsm"][e][0] for e in s["fgsm"]],
-                marker="o", color=colour, label=model)
-        for run in (r for r in results["runs"] if r["model"] == model):
-            ax.plot(epsilons, [100 * run["test_acc"]] + [100 * f["acc"] for f in run["fgsm"]],
-                    color=colour, alpha=0.3, linewidth=0.8)
-    ax.set(xlabel="FGSM ε (grey levels of 255)", ylabel="test accuracy (%)",
-           title="accuracy under FGSM (ε = 0: clean)")
+        for attack, style in (("fgsm", "-"), ("pgd", "--")):
+            accs = [s["attack_clean_acc"][0]] + [s[attack][e][0] for e in budgets]
+            ax.plot([0.0] + budgets, [100 * a for a in accs], marker="o", markersize=3,
+                    linestyle=style, color=colour, label=model if attack == "fgsm" else None)
+    ax.set(xlabel="ε (grey levels of 255)", ylabel="accuracy on the attacked images (%)",
+           title="FGSM (solid) and PGD (dashed), mean over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)

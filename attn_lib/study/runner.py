@@ -5,7 +5,9 @@ run is an ordinary run folder of :func:`attn_lib.train` under ``runs_dir``; afte
 final weights (never the best epoch: that would pick by test accuracy) are evaluated:
 
 * clean test accuracy, plain and with flip test-time augmentation;
-* FGSM accuracy at epsilon 1, 2, 4 and 8 / 255 (:mod:`attn_lib.study.robustness`);
+* FGSM and PGD accuracy at epsilon 1, 2, 4 and 8 / 255, and at 64 / 255 where any model
+  should fall to about 0 % (:mod:`attn_lib.study.robustness`), on the same images: the whole
+  test split, or a seeded random subset of it where the scale says so (``attack_images``);
 * for attention models, the accuracy with ``g`` shuffled across the batch before the
   estimators (zero change for ``pc`` by the maths, not for ``dp``);
 * on data with object masks (synthetic), the localisation scores with the Jaccard index.
@@ -34,12 +36,22 @@ from ..checkpoint import LAST, atomic_write_bytes, load_checkpoint, model_from_c
 from ..data import ArrayDataset, load_dataset
 from ..models import list_models
 from ..training import evaluate, resolve_device, train
-from .robustness import EPSILONS, fgsm_accuracy, global_shuffle_effect
+from .robustness import (
+    EPSILONS,
+    LARGE_EPSILON,
+    PGD_STEP_FACTOR,
+    PGD_STEPS,
+    fgsm_accuracy,
+    global_shuffle_effect,
+    pgd_accuracy,
+)
 from .scales import get_scale
 
 EVALUATION_FILE = "evaluation.json"
 #: Bumped when the evaluation changes, so older evaluation.json files are recomputed.
-EVALUATION_VERSION = 1
+EVALUATION_VERSION = 2
+#: Seeds the attacked subset of the test split and PGD's random starts.
+ATTACK_SEED = 0
 RUNS_ROOT = Path("runs") / "study"
 
 
@@ -114,6 +126,8 @@ def reproduce(
              "models": list(models), "seeds": list(seeds), "train": train_kw,
              "data_source": _data_source(dataset, data_dir, test_set),
              "test_images": len(test_set), "epsilons": list(EPSILONS),
+             "large_epsilon": LARGE_EPSILON,
+             "attack_images": len(_attack_set(test_set, spec.attack_images)),
              # a local path says nothing on another machine: keep the folder's name
              "runs_dir": runs.name if runs.is_absolute() else str(runs), "note": note}
     records: list[dict[str, Any]] = []
@@ -122,7 +136,8 @@ def reproduce(
         bar.set_postfix_str(f"{model_name} seed {seed}")
         run_dir = runs / run_name(model_name, seed)
         records.append(run_one(model_name, seed, dataset, run_dir, test_set, train_kw,
-                               data_dir=data_dir, device=dev, progress=progress))
+                               data_dir=data_dir, device=dev, progress=progress,
+                               attack_images=spec.attack_images))
         if len(records) < len(plan):
             # The tables so far, so a study cut short (a time limit, a lost runtime) still
             # leaves its numbers; the figures come at the end.
@@ -160,9 +175,15 @@ def _check_plan(models: Sequence[str], seeds: Sequence[int]) -> None:
 
 def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: ArrayDataset,
             train_kw: dict[str, Any], *, data_dir: Any = None,
-            device: torch.device | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) one run and evaluate it, unless its evaluation is already there."""
-    done = _finished_evaluation(run_dir, train_kw, len(test_set))
+            device: torch.device | None = None, progress: bool = True,
+            attack_images: int | None = None) -> dict[str, Any]:
+    """Train (or resume) one run and evaluate it, unless its evaluation is already there.
+
+    A run folder whose training finished (``last.pt`` of the last epoch) but whose evaluation
+    is missing or older than :data:`EVALUATION_VERSION` is evaluated again without training.
+    """
+    done = _finished_evaluation(run_dir, train_kw, len(test_set),
+                                len(_attack_set(test_set, attack_images)))
     if done is not None:
         return done
     dev = resolve_device(device)
@@ -182,7 +203,8 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
         "train_images_per_s": sum(r["images_per_s"] for r in history) / len(history),
         "history": [{k: r[k] for k in ("epoch", "train_loss", "test_acc", "elapsed_s")}
                     for r in history],
-        **evaluate_model(model, _with_stats(test_set, ckpt["data"]), progress=progress),
+        **evaluate_model(model, _with_stats(test_set, ckpt["data"]),
+                         attack_images=attack_images, progress=progress),
         "evaluation_version": EVALUATION_VERSION, "train_settings": train_kw,
     }
     # This call's time, training included unless it resumed a finished run.
@@ -199,8 +221,8 @@ def _with_stats(test_set: ArrayDataset, data: dict[str, Any]) -> ArrayDataset:
     return dataclasses.replace(test_set, mean=tuple(data["mean"]), std=tuple(data["std"]))
 
 
-def _finished_evaluation(run_dir: Path, train_kw: dict[str, Any],
-                         test_images: int) -> dict[str, Any] | None:
+def _finished_evaluation(run_dir: Path, train_kw: dict[str, Any], test_images: int,
+                         attack_images: int) -> dict[str, Any] | None:
     path = run_dir / EVALUATION_FILE
     if not path.is_file():
         return None
@@ -210,23 +232,37 @@ def _finished_evaluation(run_dir: Path, train_kw: dict[str, Any],
         return None  # unreadable: evaluate again
     same = (record.get("evaluation_version") == EVALUATION_VERSION
             and record.get("train_settings") == json.loads(json.dumps(train_kw))
-            and record.get("test_images") == test_images)
+            and record.get("test_images") == test_images
+            and record.get("attack", {}).get("images") == attack_images)
     return record if same else None
 
 
 def evaluate_model(model: nn.Module, test_set: ArrayDataset, *,
-                   epsilons: Sequence[float] = EPSILONS, progress: bool = False
-                   ) -> dict[str, Any]:
+                   epsilons: Sequence[float] = EPSILONS, attack_images: int | None = None,
+                   progress: bool = False) -> dict[str, Any]:
     """The study's figures for one trained model on ``test_set`` (normalised with the model's
-    own statistics): clean and flip-TTA accuracy, FGSM accuracy per epsilon, the effect of
-    shuffling ``g`` (attention models) and localisation scores (data with masks)."""
+    own statistics): clean and flip-TTA accuracy, FGSM and PGD accuracy per epsilon (and at
+    :data:`~attn_lib.study.robustness.LARGE_EPSILON`), the effect of shuffling ``g``
+    (attention models) and localisation scores (data with masks).
+
+    Args:
+        attack_images: attack a seeded random subset of this many test images (the same for
+            FGSM and PGD); None attacks all of them. The clean accuracy on the attacked images
+            is recorded beside the attacks so their drop can be read.
+    """
     clean = evaluate(model, test_set, tta=True, batch_size=500)
+    attacked = _attack_set(test_set, attack_images)
+    budgets = (*epsilons, LARGE_EPSILON)
+    fgsm = fgsm_accuracy(model, attacked, (0.0, *budgets), progress=progress)
+    pgd = pgd_accuracy(model, attacked, budgets, steps=PGD_STEPS, seed=ATTACK_SEED,
+                       progress=progress)
     record: dict[str, Any] = {
         "test_images": clean["n"], "test_acc": clean["acc"], "test_acc_tta": clean["acc_tta"],
         "test_loss": clean["loss"],
-        "fgsm": [{"epsilon": eps, "epsilon_255": round(eps * 255, 6), "acc": acc}
-                 for eps, acc in fgsm_accuracy(model, test_set, epsilons,
-                                               progress=progress).items()],
+        "attack": {"images": len(attacked), "seed": ATTACK_SEED, "clean_acc": fgsm.pop(0.0),
+                   "pgd_steps": PGD_STEPS, "pgd_step_size": f"{PGD_STEP_FACTOR:g} * epsilon / "
+                   "steps", "pgd_random_start": True, "large_epsilon": LARGE_EPSILON},
+        "fgsm": _by_epsilon(fgsm), "pgd": _by_epsilon(pgd),
     }
     if getattr(model, "levels", ()):
         record["g_shuffle"] = global_shuffle_effect(model, test_set)
@@ -236,6 +272,18 @@ def evaluate_model(model: nn.Module, test_set: ArrayDataset, *,
         rows = localization_scores(model, test_set, gradcam=not getattr(model, "levels", ()))
         record["localization"] = [row._asdict() for row in rows]
     return record
+
+
+def _attack_set(test_set: ArrayDataset, attack_images: int | None) -> ArrayDataset:
+    """The attacked images: all, or a seeded random subset (nested: 500 lie within 1,000)."""
+    if attack_images is None:
+        return test_set
+    return test_set.subset(attack_images, seed=ATTACK_SEED)
+
+
+def _by_epsilon(accuracies: dict[float, float]) -> list[dict[str, float]]:
+    return [{"epsilon": eps, "epsilon_255": round(eps * 255, 6), "acc": acc}
+            for eps, acc in accuracies.items()]
 
 
 def _data_source(dataset: str, data_dir: Any, test_set: ArrayDataset) -> str:

@@ -3,11 +3,12 @@
 A scale fixes the recipe of every run of a study; the models and seeds have defaults per scale
 that the caller may override:
 
-* ``cpu``   -- sized so the default study (3 models x 3 seeds on CIFAR-10) finishes in under
-  90 minutes on two CPU cores: the ``fast`` recipe at 1/16 width on all 50,000 training
-  images for 6 epochs, batch 128 (see :data:`CPU_EPOCHS` for the measurement behind it);
+* ``cpu``   -- the ``fast`` recipe at 1/16 width on all 50,000 training images for 6 epochs,
+  batch 128, sized so 3 models x 3 seeds on CIFAR-10 finish in about 90 minutes on two CPU
+  cores (see :data:`CPU_EPOCHS`); the default 4 models (the backbone control included) take
+  about a third longer;
 * ``gpu``   -- the ``fast`` preset at full width (50 epochs, batch 512; minutes per run on one
-  H100-class GPU);
+  H100-class GPU), the paper's models and the backbone control;
 * ``paper`` -- the ``paper`` preset at full width (300 epochs, the authors' schedule);
 * ``smoke`` -- seconds per run on synthetic data, to check the machinery (tests, CI).
 """
@@ -20,8 +21,14 @@ from typing import Any
 #: The paper's comparison (Table 1 rows on CIFAR) in this library's names.
 PAPER_MODELS = ("vgg", "vgg-att2-concat-pc", "vgg-att3-concat-pc", "vgg-att3-concat-dp",
                 "vgg-att3-indep-pc")
-#: The models a CPU can train in the time: the baseline and the two compatibilities of att3.
-CPU_MODELS = ("vgg", "vgg-att3-concat-pc", "vgg-att3-concat-dp")
+#: The backbone control: the attention models' backbone without attention. Beside the paper's
+#: baseline ``vgg`` it separates what the backbone adds from what attention adds.
+BACKBONE_CONTROL = "vgg-noatt"
+#: A study's default models at full width: the paper's comparison and the backbone control.
+DEFAULT_MODELS = (PAPER_MODELS[0], BACKBONE_CONTROL, *PAPER_MODELS[1:])
+#: The models a CPU can train in the time: the baseline, the backbone control and the two
+#: compatibilities of att3.
+CPU_MODELS = ("vgg", BACKBONE_CONTROL, "vgg-att3-concat-pc", "vgg-att3-concat-dp")
 #: Epochs of a cpu-scale run. Measured on the project's 2-core machine (Intel Xeon, 2 threads,
 #: torch 2.14, fp32, batch 128, 1/16 width, 2026-11-28): training vgg 2,830 images/s,
 #: vgg-att3-concat-pc 515, vgg-att3-concat-dp 490; an epoch of 50,000 images is 18 s, 97 s
@@ -32,6 +39,11 @@ CPU_EPOCHS = 6
 #: Test images evaluated after each training epoch of a cpu-scale run (the curves); the
 #: study's figures use the whole test split.
 CPU_EPOCH_TEST_IMAGES = 2000
+#: Test images attacked at the cpu scale. PGD costs 10 input gradients per image and budget
+#: (five budgets: 50 per image); on all 10,000 test images that is hours of two CPU cores for a
+#: 12-run study, on 1,000 minutes. The standard error of an accuracy p on 1,000 images,
+#: sqrt(p (1 - p) / 1000), is at most 1.6 points.
+CPU_ATTACK_IMAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,13 @@ class Scale:
     name: str
     description: str
     train: dict[str, Any] = field(default_factory=dict)  #: keyword arguments of train()
-    models: tuple[str, ...] = PAPER_MODELS
+    models: tuple[str, ...] = DEFAULT_MODELS
     seeds: tuple[int, ...] = (0, 1, 2)
     #: test images for the evaluation (None = the whole test split)
     limit_test: int | None = None
+    #: test images attacked by FGSM and PGD, a seeded random subset of the evaluated ones, the
+    #: same for both attacks (None = all of them)
+    attack_images: int | None = None
     #: default dataset of a study at this scale
     dataset: str = "cifar10"
 
@@ -57,6 +72,7 @@ SCALES: dict[str, Scale] = {
         train=dict(preset="fast", width=0.0625, epochs=CPU_EPOCHS, batch_size=128, lr=0.1,
                    tta=False, limit_test=CPU_EPOCH_TEST_IMAGES),
         models=CPU_MODELS,
+        attack_images=CPU_ATTACK_IMAGES,
     ),
     "gpu": Scale(
         name="gpu",
@@ -65,12 +81,14 @@ SCALES: dict[str, Scale] = {
         # torch.compile: 18,272 against 13,199 training images/s eager for full-width
         # vgg-att3-concat-pc on one H200 (benchmarks/bench_train.py, 2026-11-28).
         train=dict(preset="fast", tta=False, compile=True),
+        models=DEFAULT_MODELS,
     ),
     "paper": Scale(
         name="paper",
         description="paper preset at full width: 300 epochs, lr 0.1 halved every 25, flip "
                     "augmentation, batch 64 for three-level models, 128 otherwise, fp32",
         train=dict(preset="paper"),
+        models=DEFAULT_MODELS,
     ),
     "smoke": Scale(
         name="smoke",
@@ -80,6 +98,8 @@ SCALES: dict[str, Scale] = {
         models=CPU_MODELS,
         seeds=(0, 1),
         limit_test=64,
+        # PGD's 50 gradients per image would make the attacks most of a smoke study's time
+        attack_images=16,
         dataset="synthetic",
     ),
 }
