@@ -36,7 +36,8 @@
 # 2. an interactive explorer;
 # 3. the learned attention beside Grad-CAM of the backbone control `vgg-noatt` (the attention
 #    model's backbone without attention) and of the paper's baseline `vgg`;
-# 4. a localisation score on data whose object masks are known.
+# 4. contribution maps: what each position added to a class score, exactly;
+# 5. a localisation score on data whose object masks are known.
 #
 # A map of the weights $a_i$ says how much each position's features enter the descriptor
 # $g_a$, not how much each position pushed the decision: that also depends on what the
@@ -503,9 +504,10 @@ for title, maps in control_columns + baseline_columns:
 # batch norm's shift, through the weights. A term is the attention weight times what the
 # classifier makes of the features at that position: positive where the position speaks *for*
 # class $k$, negative where it speaks against. These **contribution maps** tell "where the
-# model looked" (the attention map) from "what it concluded there". The next cell computes
-# them from the model's own modules and checks the decomposition: the maps summed, plus the
-# constant, give the model's logit.
+# model looked" (the attention map) from "what it concluded there". `attn_lib.contribution_maps`
+# computes them; the next cell also writes the computation out from the model's own modules,
+# checks that both agree, and checks the decomposition: the maps summed, plus the constant,
+# give the model's logit.
 
 # %%
 def contribution_maps_by_hand(network, images, target):
@@ -543,8 +545,14 @@ with torch.no_grad():
     logits = model(x.to(DEVICE)).logits
     predicted_class = logits.argmax(1)
     runner_up = logits.topk(2, dim=1).indices[:, 1]  # the class the model found next likeliest
-    parts = {kind: contribution_maps_by_hand(model, x.to(DEVICE), target)
-             for kind, target in (("predicted", predicted_class), ("runner-up", runner_up))}
+    parts = {}
+    for kind, target in (("predicted", predicted_class), ("runner-up", runner_up)):
+        library = attn_lib.contribution_maps(model, x.to(DEVICE), target)
+        maps, constant = contribution_maps_by_hand(model, x.to(DEVICE), target)
+        for ours, theirs in zip(maps, library.maps):
+            assert torch.allclose(ours, theirs, atol=1e-5), "the library computes the same"
+        assert torch.allclose(constant, library.bias, atol=1e-5)
+        parts[kind] = (library.maps, library.bias)
 for (kind, (maps, constant)), target in zip(parts.items(), (predicted_class, runner_up)):
     total = sum(m.flatten(1).sum(1) for m in maps) + constant
     logit = logits.gather(1, target[:, None])[:, 0]
@@ -675,7 +683,7 @@ display(plot_attention_grid(shapes_model, x_shapes, shapes.labels[:4], shapes_in
 # * An attention map gives the weight with which each position's features enter the attended
 #   descriptor, at that level's resolution (32×32, 16×16, 8×8). It says where a level looks,
 #   not what the model concluded there: a position's share of a class score also depends on the
-#   features at that position.
+#   features at that position. Contribution maps show that share exactly, with its sign.
 # * Each map is scaled on its own for display, so compare shapes of maps, not colours across
 #   them. Level 1 also weighs the image border, an effect of zero padding seen even on a flat
 #   image.
