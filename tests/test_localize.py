@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,11 +11,16 @@ import torch
 import attn_lib
 from attn_lib.data import load_dataset, make_synthetic
 from attn_lib.maps.localize import (
+    TOPK_FRACTIONS,
     LocalizationRow,
+    _Accumulator,
+    chance_jaccard,
     format_rows,
+    jaccard_index,
     localization_scores,
     mass_in_mask,
     pointing_game,
+    topk_jaccard,
 )
 
 
@@ -105,20 +111,72 @@ def test_rows_per_method_and_level(tiny_set):
                                batch_size=10)
     assert [(r.method, r.level) for r in rows] == [
         ("attention", 1), ("attention", 2), ("attention", 3),
-        ("gradcam", 1), ("gradcam", 2), ("gradcam", 3), ("uniform", None)]
-    assert [r.model for r in rows[3:6]] == ["vgg"] * 3
+        ("contribution", 1), ("contribution", 2), ("contribution", 3),
+        ("gradcam", 1), ("gradcam", 2), ("gradcam", 3), ("chance", None), ("uniform", None)]
+    assert [r.model for r in rows[6:9]] == ["vgg"] * 3
     area = tiny_set.masks.flatten(1).float().mean(1).mean().item()
-    uniform = rows[-1]
+    chance, uniform = rows[-2], rows[-1]
     assert uniform.mass_in_mask == pytest.approx(area) == pytest.approx(uniform.pointing_game)
+    assert uniform.jaccard == pytest.approx(area)  # the whole image called object
+    # A constant map's top-k pixels are a random region: exactly the chance row.
+    for key in ("jaccard_topk", "jaccard_best", "best_fraction", "jaccard_auc"):
+        assert getattr(uniform, key) == pytest.approx(getattr(chance, key), abs=1e-6)
+    assert chance.jaccard_topk < uniform.jaccard and math.isnan(chance.jaccard)
     for r in rows:
         assert 0.0 <= r.mass_in_mask <= 1.0 and 0.0 <= r.pointing_game <= 1.0
         assert r.images == 24
 
 
+def test_topk_jaccard_on_hand_made_maps():
+    mask = torch.zeros(4, 4, 4, dtype=torch.bool)
+    mask[:, :2, :2] = True  # a 2x2 object: 4 of 16 pixels
+    maps = torch.full((4, 1, 4, 4), 0.1)
+    maps[0, 0, :2, :2] = torch.tensor([[0.9, 0.8], [0.7, 0.6]])  # ranks the object first
+    maps[1, 0, 0, 0], maps[1, 0, 0, 1] = 1.0, 0.2  # peaked: two object pixels on top ...
+    maps[1, 0, 3, 2:] = 0.15  # ... then two background pixels
+    maps[2] = 0.0
+    maps[2, 0, 0, :2] = 1.0  # two object pixels, then 14 tied pixels (2 of them object)
+    maps[3] = 0.3  # constant
+    scores = topk_jaccard(maps, mask)
+    # [1] top 4 = 2 object + 2 background: 2 / (4 + 4 - 2); the half-range cut keeps 1 pixel.
+    # [2] 2 of the 14 tied pixels drawn, h ~ Hypergeometric(14, 2, 2), J = (2 + h) / (6 - h).
+    tied = (66 / 91) * (2 / 6) + (24 / 91) * (3 / 5) + (1 / 91) * 1.0
+    # [3] chance: h ~ Hypergeometric(16, 4, 4), J = h / (8 - h).
+    chance = (880 / 7 + 396 / 3 + 48 * 3 / 5 + 1) / 1820
+    torch.testing.assert_close(scores, torch.tensor([1.0, 1 / 3, tied, chance]))
+    torch.testing.assert_close(jaccard_index(maps, mask)[:2], torch.tensor([1.0, 0.25]))
+    torch.testing.assert_close(chance_jaccard(mask), torch.full((4,), chance))
+    # Explicit region sizes, one per image or a sweep of several.
+    torch.testing.assert_close(topk_jaccard(maps[1:2], mask[:1], torch.tensor([2])),
+                               torch.tensor([0.5]))
+    sweep = topk_jaccard(maps[:1], mask[:1], torch.tensor([[1, 4, 8]]))
+    torch.testing.assert_close(sweep, torch.tensor([[0.25, 1.0, 0.5]]))
+    with pytest.raises(ValueError, match="between 1 and 16"):
+        topk_jaccard(maps, mask, torch.zeros(4))
+
+
+def test_sweep_best_fraction_and_area_under_the_curve():
+    # A map equal to its 40-pixel mask on a 20x20 image: the top f of the image scores
+    # min(f / 0.1, 0.1 / f), best 1.0 at f = 0.1.
+    mask = torch.zeros(1, 20, 20, dtype=torch.bool)
+    mask[0, 2:7, 3:11] = True
+    acc = _Accumulator()
+    acc.add(mask.float()[:, None], mask)
+    best, fraction, auc = acc.sweep_summary(1)
+    assert (best, fraction) == (pytest.approx(1.0), 0.1)
+    f = [0.0, *TOPK_FRACTIONS]
+    j = [0.0] + [min(round(x * 400) / 40, 40 / round(x * 400)) for x in TOPK_FRACTIONS]
+    by_hand = sum((f[i + 1] - f[i]) * (j[i + 1] + j[i]) / 2 for i in range(len(f) - 1))
+    assert auc == pytest.approx(by_hand)
+    chance = _Accumulator()
+    chance.add_chance(mask)
+    assert chance.sweep_summary(1)[2] < auc / 2
+
+
 def test_models_without_attention_get_gradcam_rows(tiny_set):
     rows = localization_scores(_tiny("vgg"), tiny_set, limit=8)
     assert [(r.method, r.level) for r in rows] == [
-        ("gradcam", 1), ("gradcam", 2), ("gradcam", 3), ("uniform", None)]
+        ("gradcam", 1), ("gradcam", 2), ("gradcam", 3), ("chance", None), ("uniform", None)]
     assert rows[0].images == 8
 
 
@@ -130,16 +188,20 @@ def test_dataset_without_masks_is_an_error(tiny_set):
 
 
 def test_formats():
-    rows = [LocalizationRow("attention", 1, 0.5, 0.75, "m", 0.9, 10, 0.25),
-            LocalizationRow("uniform", None, 0.1, 0.1, "", None, 10, 0.1)]
+    rows = [LocalizationRow("attention", 1, 0.5, 0.75, "m", 0.9, 10, 0.25, 0.4, 0.45, 0.1, 0.3),
+            LocalizationRow("chance", None, 0.1, 0.1, "", None, 10, math.nan, 0.05, 0.1, 0.2,
+                            0.15)]
     table = format_rows(rows).splitlines()
     assert table[0].split() == ["method", "model", "level", "layer", "mass_in_mask",
-                                "pointing_game", "jaccard", "accuracy", "images"]
+                                "pointing_game", "jaccard", "jaccard_topk", "jaccard_best",
+                                "best_fraction", "jaccard_auc", "accuracy", "images"]
     assert table[1].split() == ["attention", "m", "1", "conv7", "0.500", "0.750", "0.250",
-                                "0.900", "10"]
-    assert table[2].split() == ["uniform", "-", "-", "-", "0.100", "0.100", "0.100", "-", "10"]
+                                "0.400", "0.450", "0.100", "0.300", "0.900", "10"]
+    assert table[2].split() == ["chance", "-", "-", "-", "0.100", "0.100", "nan", "0.050",
+                                "0.100", "0.200", "0.150", "-", "10"]
     assert json.loads(format_rows(rows, "json"))[1]["level"] is None
-    assert format_rows(rows, "csv").splitlines()[1] == "attention,m,1,conv7,0.5,0.75,0.25,0.9,10"
+    assert format_rows(rows, "csv").splitlines()[1] == (
+        "attention,m,1,conv7,0.5,0.75,0.25,0.4,0.45,0.1,0.3,0.9,10")
     with pytest.raises(ValueError, match="format"):
         format_rows(rows, "xml")
 
@@ -167,7 +229,8 @@ def test_cli_prints_the_table(smoke_run, capsys):
     assert lines[1].split()[:6] == ["method", "model", "level", "layer", "mass_in_mask",
                                     "pointing_game"]
     methods = [line.split()[0] for line in lines[2:]]
-    assert methods == ["attention"] * 2 + ["gradcam"] * 3 + ["uniform"]
+    assert methods == (["attention"] * 2 + ["contribution"] * 2 + ["gradcam"] * 3
+                       + ["chance", "uniform"])
 
 
 def test_cli_json_and_baseline(smoke_run, capsys):
@@ -177,7 +240,8 @@ def test_cli_json_and_baseline(smoke_run, capsys):
     assert main(["localize", "--checkpoint", checkpoint, "--baseline", checkpoint,
                  "--limit", "10", "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["method"] for r in records] == ["attention"] * 2 + ["gradcam"] * 3 + ["uniform"]
+    assert [r["method"] for r in records] == (["attention"] * 2 + ["contribution"] * 2
+                                              + ["gradcam"] * 3 + ["chance", "uniform"])
     assert {"mass_in_mask", "pointing_game", "level", "layer"} <= set(records[0])
 
 
@@ -258,8 +322,9 @@ def test_cli_normalises_with_the_checkpoints_statistics(tmp_path, capsys):
     assert len(records) == len(theirs)
     for record, row in zip(records, theirs):
         assert (record["method"], record["level"]) == (row.method, row.level)
-        for key in ("mass_in_mask", "pointing_game", "jaccard"):
-            assert record[key] == pytest.approx(getattr(row, key), abs=1e-6), (row, key)
+        for key in ("mass_in_mask", "pointing_game", "jaccard", "jaccard_topk", "jaccard_auc"):
+            assert record[key] == pytest.approx(getattr(row, key), abs=1e-6, nan_ok=True), (
+                row, key)
 
 
 def _folder_dataset(root) -> None:
@@ -315,7 +380,7 @@ def test_cli_accepts_a_baseline_trained_on_the_same_data(tmp_path, capsys):
     assert main(["localize", "--checkpoint", str(tmp_path / "m.pt"), "--baseline",
                  str(tmp_path / "base.pt"), "--limit", "8", "--format", "csv"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert [r.split(",")[:2] for r in rows[2:5]] == [["gradcam", "vgg"]] * 3
+    assert [r.split(",")[:2] for r in rows[4:7]] == [["gradcam", "vgg"]] * 3
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -247,11 +247,15 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
     assert saved["robustness_verdict"] in (out / "RESULTS.md").read_text()
     assert "g_shuffle" not in run["vgg"] and run["vgg-att3-concat-pc"]["g_shuffle"][
         "delta_acc"] == 0.0
-    assert {row["method"] for row in run["vgg"]["localization"]} == {"gradcam", "uniform"}
+    assert {row["method"] for row in run["vgg"]["localization"]} == {"gradcam", "chance",
+                                                                      "uniform"}
+    assert {row["method"] for row in run["vgg-att3-concat-pc"]["localization"]} == {
+        "attention", "contribution", "chance", "uniform"}
     assert result.results["summary"]["vgg"]["seeds"] == [0]
     text = (out / "RESULTS.md").read_text()
     assert "| `vgg-att3-concat-pc` |" in text and "FGSM ε=8/255" in text
     assert "PGD ε=8/255" in text and "PGD 64/255" in text and "## Robustness" in text
+    assert "| Jaccard top-k |" in text and "| chance |" in text
     assert "A note for the reader." in text and saved["study"]["runs_dir"] == "runs"
     assert f"{100 * run['vgg']['test_acc']:.2f}" in text
 

@@ -16,6 +16,17 @@ object. On the synthetic dataset every image comes with the object's mask, so it
   compared with the mask, ``|B & M| / |B | M|``. The paper's threshold is not confirmed here;
   half the peak is a common choice for weakly supervised boxes and masks. A constant map has no
   peak: it is binarised as all-object, which scores the mask's area fraction.
+  This reading decides much in advance: a sharply peaked map (a softmax over 1,024 positions)
+  keeps only the few pixels near its peak, however well it ranks the object's pixels.
+* ``jaccard_topk``: the map's top ``k`` pixels called object, with ``k`` the object's own area
+  in that image (its mask's pixel count), so region and object are the same size and only the
+  map's *ranking* of pixels counts. Pixels tied at the cut are drawn at random and the score is
+  the exact expectation over that draw (hypergeometric), so a constant map scores exactly the
+  chance level.
+* ``jaccard_best`` / ``best_fraction`` / ``jaccard_auc``: the same with ``k`` a fixed fraction
+  of the image, swept over :data:`TOPK_FRACTIONS`: the best mean Jaccard and the fraction that
+  gives it (chosen on the scored images themselves: an optimistic reading), and the area under
+  the mean Jaccard-against-fraction curve from 0 to 1 (trapezoids; nothing chosen).
 
 Maps of any resolution are upsampled bilinearly to the image size first (as they are displayed)
 and both scores are averaged over images. Maps that are zero everywhere (Grad-CAM with no
@@ -28,7 +39,14 @@ Rows of the table (:func:`localization_scores`):
 * ``gradcam``: Grad-CAM of a model at conv7 / conv10 / conv13 (level 1 / 2 / 3) for the true
   class, for a ``baseline`` (the plain ``vgg``), for the model itself on request, and by default
   for a model that has no attention;
-* ``uniform``: a constant map, the chance level.
+* ``contribution``: each level's contribution map for the true class (:mod:`.contribution`),
+  its positive part (where a position argues *for* the class), for an attention model;
+* ``uniform``: a constant map: chance for mass in mask and pointing game, and for every top-k
+  reading (its top ``k`` pixels are a random region of ``k`` pixels); its half-range Jaccard
+  calls the whole image object and is *not* a chance level;
+* ``chance``: a random region of the object's area (top-k columns) or of each swept fraction,
+  scored by its exact expected Jaccard (hypergeometric, no sampling); mass in mask and pointing
+  game as ``uniform``. The row every reading of a map should be read against.
 
 Command line: ``python -m attn_lib localize --checkpoint runs/.../best.pt [--baseline vgg.pt]``.
 """
@@ -47,6 +65,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .contribution import contribution_maps
 from .gradcam import _split_output, gradcam_layers, model_device, upsample_maps
 from .viz import LEVEL_LAYERS
 
@@ -57,6 +76,10 @@ GRADCAM_LEVELS = (1, 2, 3)
 TIE_TOLERANCE = 1e-5
 #: A map (min-max scaled) covers the object where it reaches this fraction of its peak.
 JACCARD_THRESHOLD = 0.5
+#: Region sizes of the top-k sweep, as fractions of the image: fine where objects are (a few to
+#: 20 % of the image), coarse beyond.
+TOPK_FRACTIONS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+                  0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 class LocalizationRow(NamedTuple):
@@ -70,6 +93,10 @@ class LocalizationRow(NamedTuple):
     accuracy: float | None = None  #: that model's accuracy on the scored images
     images: int = 0  #: number of images scored
     jaccard: float = math.nan  #: mean Jaccard index of the binarised map with the mask
+    jaccard_topk: float = math.nan  #: mean Jaccard of the top-k pixels, k = the object's area
+    jaccard_best: float = math.nan  #: best mean Jaccard over the swept fixed fractions
+    best_fraction: float = math.nan  #: the fraction of the image that gives jaccard_best
+    jaccard_auc: float = math.nan  #: area under the mean Jaccard-against-fraction curve
 
 
 def _prepare(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,6 +166,101 @@ def jaccard_index(maps: Tensor, masks: Tensor, threshold: float = JACCARD_THRESH
     return ((binary & inside).sum(1).double() / union.clamp_min(1)).float()
 
 
+def _expected_jaccard(above_in: Tensor, tied: Tensor, tied_in: Tensor, take: Tensor,
+                      region: Tensor, area: Tensor) -> Tensor:
+    """Expected Jaccard of a region of ``region`` pixels with an object of ``area`` pixels,
+    when the region holds ``above_in`` object pixels for sure and ``take`` more drawn at random
+    from ``tied`` pixels of which ``tied_in`` are object (hypergeometric), elementwise."""
+    top = int(torch.minimum(tied_in, take).max()) if tied_in.numel() else 0
+    h = torch.arange(top + 1, dtype=torch.float64).view(*([1] * tied.dim()), -1)
+    tied, tied_in, take = tied[..., None], tied_in[..., None], take[..., None]
+    feasible = (h <= tied_in) & (h <= take) & (take - h <= tied - tied_in)
+    log_pmf = (_log_choose(tied_in, h) + _log_choose(tied - tied_in, take - h)
+               - _log_choose(tied, take))
+    pmf = torch.where(feasible, log_pmf, torch.full_like(log_pmf, -math.inf)).exp()
+    inter = above_in[..., None] + h
+    union = region[..., None] + area[..., None] - inter
+    return (pmf * inter / union.clamp_min(1)).sum(-1)
+
+
+def _log_choose(n: Tensor, k: Tensor) -> Tensor:
+    n, k = torch.broadcast_tensors(n, k)
+    k = k.clamp(min=0)
+    n = torch.maximum(n, k)
+    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
+def topk_jaccard(maps: Tensor, masks: Tensor, regions: Tensor | None = None) -> Tensor:
+    """Expected Jaccard index of each map's top-k pixels with its mask.
+
+    Args:
+        maps: non-negative maps (N, 1, h, w) or (N, h, w), upsampled to the masks.
+        masks: boolean object masks (N, H, W).
+        regions: region sizes in pixels, (N,) or (N, F); default: each mask's own area.
+
+    Returns:
+        (N,) or (N, F) scores. Pixels that tie at the cut (within :data:`TIE_TOLERANCE` of each
+        other) are drawn at random and the score is the exact expectation over the draw, so a
+        constant map scores the chance level of a random region of that size.
+    """
+    maps, masks = _prepare(maps, masks)
+    flat, inside = maps.flatten(1), masks.flatten(1)
+    n, pixels = flat.shape
+    area = inside.sum(1).double()
+    k = area.clone() if regions is None else torch.as_tensor(regions, dtype=torch.float64)
+    squeeze = k.dim() == 1
+    k = k.view(n, -1).round()
+    if ((k < 1) | (k > pixels)).any():
+        raise ValueError(f"regions must be between 1 and {pixels} pixels")
+    ordered, order = flat.sort(dim=1, descending=True, stable=True)
+    object_sorted = inside.gather(1, order).double()
+    # Tie groups: runs of values equal up to TIE_TOLERANCE of the map's peak.
+    peak = ordered[:, :1].clamp_min(1e-300)
+    key = torch.round(ordered / peak / TIE_TOLERANCE)
+    starts = torch.ones_like(key, dtype=torch.bool)
+    starts[:, 1:] = key[:, 1:] != key[:, :-1]
+    index = torch.arange(pixels).expand(n, -1)
+    group_start = torch.where(starts, index, torch.zeros_like(index)).cummax(1).values
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    end_index = torch.where(ends, index + 1, torch.full_like(index, pixels))
+    group_end = end_index.flip(1).cummin(1).values.flip(1)
+    inside_before = torch.cat([torch.zeros(n, 1, dtype=torch.float64),
+                               object_sorted.cumsum(1)], dim=1)  # object pixels in the first j
+    last = (k - 1).long()  # the position of the region's last pixel
+    a, b = group_start.gather(1, last), group_end.gather(1, last)
+    above_in = inside_before.gather(1, a)
+    tied_in = inside_before.gather(1, b) - above_in
+    score = _expected_jaccard(above_in, (b - a).double(), tied_in, k - a.double(), k,
+                              area[:, None].expand_as(k))
+    return (score[:, 0] if squeeze else score).float()
+
+
+def chance_jaccard(masks: Tensor, regions: Tensor | None = None) -> Tensor:
+    """Exact expected Jaccard index of a uniformly random region with each mask: over all
+    regions of ``regions`` pixels (default: the mask's own area), shape as
+    :func:`topk_jaccard`'s."""
+    if masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    inside = masks.detach().cpu().bool().flatten(1)
+    n, pixels = inside.shape
+    area = inside.sum(1).double()
+    k = area.clone() if regions is None else torch.as_tensor(regions, dtype=torch.float64)
+    squeeze = k.dim() == 1
+    k = k.view(n, -1).round()
+    zeros = torch.zeros_like(k)
+    score = _expected_jaccard(zeros, torch.full_like(k, pixels), area[:, None].expand_as(k), k,
+                              k, area[:, None].expand_as(k))
+    return (score[:, 0] if squeeze else score).float()
+
+
+def _sweep_regions(masks: Tensor) -> Tensor:
+    """(N, F) region sizes in pixels of the swept fractions."""
+    pixels = masks.shape[-1] * masks.shape[-2]
+    sizes = torch.tensor([max(1, round(f * pixels)) for f in TOPK_FRACTIONS], dtype=torch.float64)
+    return sizes.expand(masks.shape[0], -1)
+
+
 def _normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     from ..data import normalize
 
@@ -150,17 +272,39 @@ def _name(model: nn.Module) -> str:
 
 
 class _Accumulator:
-    """Running sums of both scores for one (method, model, level)."""
+    """Running sums of every score for one (method, model, level)."""
 
     def __init__(self) -> None:
         self.mass = 0.0
         self.hits = 0.0
         self.jaccard = 0.0
+        self.topk = 0.0
+        self.sweep = torch.zeros(len(TOPK_FRACTIONS), dtype=torch.float64)
 
     def add(self, maps: Tensor, masks: Tensor) -> None:
         self.mass += float(mass_in_mask(maps, masks).double().sum())
         self.hits += float(pointing_game(maps, masks).double().sum())
         self.jaccard += float(jaccard_index(maps, masks).double().sum())
+        self.topk += float(topk_jaccard(maps, masks).double().sum())
+        self.sweep += topk_jaccard(maps, masks, _sweep_regions(masks)).double().sum(0)
+
+    def add_chance(self, masks: Tensor) -> None:
+        """A random region: mass and pointing as a uniform map, Jaccard exactly expected."""
+        area = masks.flatten(1).double().mean(1)
+        self.mass += float(area.sum())
+        self.hits += float(area.sum())
+        self.jaccard = math.nan
+        self.topk += float(chance_jaccard(masks).double().sum())
+        self.sweep += chance_jaccard(masks, _sweep_regions(masks)).double().sum(0)
+
+    def sweep_summary(self, n: int) -> tuple[float, float, float]:
+        """Best mean Jaccard, its fraction, and the area under the mean curve (from 0, where
+        the empty region scores 0, to 1)."""
+        curve = self.sweep / n
+        best = int(curve.argmax())
+        x = torch.tensor((0.0, *TOPK_FRACTIONS), dtype=torch.float64)
+        y = torch.cat([torch.zeros(1, dtype=torch.float64), curve])
+        return float(curve[best]), TOPK_FRACTIONS[best], float(torch.trapezoid(y, x))
 
 
 @torch.no_grad()
@@ -193,9 +337,9 @@ def localization_scores(
         limit: score only the first ``limit`` images.
 
     Returns:
-        Rows: one per attention level of ``model``, then Grad-CAM rows (levels 1-3) of
-        ``model`` and/or ``baseline``, then the ``uniform`` chance row. See the module docstring
-        for the definitions.
+        Rows: one per attention level of ``model``, one contribution row per level (attention
+        models), then Grad-CAM rows (levels 1-3) of ``model`` and/or ``baseline``, then the
+        ``uniform`` and ``chance`` rows. See the module docstring for the definitions.
 
     Raises:
         ValueError: the dataset has no masks, or bad arguments.
@@ -229,9 +373,10 @@ def localization_scores(
     for m in models:
         m.eval()
     attention_acc: dict[int, _Accumulator] = {}
+    contribution_acc: dict[int, _Accumulator] = {}
     cam_acc: dict[tuple[int, int], _Accumulator] = {}
     correct = [0] * len(models)
-    uniform = _Accumulator()
+    uniform, chance = _Accumulator(), _Accumulator()
     try:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -244,35 +389,46 @@ def localization_scores(
                 if index == 0:
                     for level, maps in zip(getattr(m, "levels", ()), attention):
                         attention_acc.setdefault(level, _Accumulator()).add(maps, masks)
+            if getattr(model, "levels", ()):
+                # The true class, as for Grad-CAM; the positive part: evidence *for* it.
+                shares = contribution_maps(model, x.to(model_device(model)), y).maps
+                for level, maps in zip(model.levels, shares):
+                    contribution_acc.setdefault(level, _Accumulator()).add(
+                        maps.float().cpu().clamp_min(0), masks)
             for index, (m, _) in enumerate(cams):
                 # Explain the true class: "where is the evidence for what is there?"
                 maps = gradcam_layers(m, x, y, GRADCAM_LEVELS, upsample=False)
                 for level, level_maps in zip(GRADCAM_LEVELS, maps):
                     cam_acc.setdefault((index, level), _Accumulator()).add(level_maps.cpu(), masks)
             uniform.add(torch.ones(len(masks), 1, 1, 1), masks)
+            chance.add_chance(masks)
     finally:
         for m, mode in zip(models, modes):
             m.train(mode)
 
     def row(method: str, level: int | None, acc: _Accumulator, who: nn.Module | None,
             accuracy: float | None) -> LocalizationRow:
+        best, fraction, auc = acc.sweep_summary(n)
         return LocalizationRow(method, level, acc.mass / n, acc.hits / n,
                                _name(who) if who is not None else "", accuracy, n,
-                               acc.jaccard / n)
+                               acc.jaccard / n, acc.topk / n, best, fraction, auc)
 
     accuracies = [c / n for c in correct]
     rows = [row("attention", level, acc, model, accuracies[0])
             for level, acc in sorted(attention_acc.items())]
+    rows += [row("contribution", level, acc, model, accuracies[0])
+             for level, acc in sorted(contribution_acc.items())]
     for index, (m, which) in enumerate(cams):
         accuracy = accuracies[0] if which == "model" else accuracies[1]
         rows += [row("gradcam", level, cam_acc[(index, level)], m, accuracy)
                  for level in GRADCAM_LEVELS]
+    rows.append(row("chance", None, chance, None, None))
     rows.append(row("uniform", None, uniform, None, None))
     return rows
 
 
 COLUMNS = ("method", "model", "level", "layer", "mass_in_mask", "pointing_game", "jaccard",
-           "accuracy", "images")
+           "jaccard_topk", "jaccard_best", "best_fraction", "jaccard_auc", "accuracy", "images")
 
 
 def _record(row: LocalizationRow) -> dict[str, Any]:
@@ -284,6 +440,10 @@ def _record(row: LocalizationRow) -> dict[str, Any]:
         "mass_in_mask": row.mass_in_mask,
         "pointing_game": row.pointing_game,
         "jaccard": row.jaccard,
+        "jaccard_topk": row.jaccard_topk,
+        "jaccard_best": row.jaccard_best,
+        "best_fraction": row.best_fraction,
+        "jaccard_auc": row.jaccard_auc,
         "accuracy": row.accuracy,
         "images": row.images,
     }
@@ -301,7 +461,7 @@ def format_table(rows: Sequence[LocalizationRow]) -> str:
 
     table = [list(COLUMNS)] + [[cell(v) for v in _record(r).values()] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    numeric = {"level", "mass_in_mask", "pointing_game", "jaccard", "accuracy", "images"}
+    numeric = set(COLUMNS) - {"method", "model", "layer"}
     lines = []
     for line in table:
         cells = [c.rjust(w) if name in numeric else c.ljust(w)

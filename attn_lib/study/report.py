@@ -239,11 +239,19 @@ def markdown(results: dict[str, Any]) -> str:
     localization = [(r, row) for r in results["runs"] for row in r.get("localization", [])]
     if localization:
         lines += ["", "## Localisation (object masks)", "",
-                  "| model | seed | method | level | mass in mask | pointing game | Jaccard |",
-                  "|---|---:|---|---:|---:|---:|---:|"]
+                  "Jaccard (half range): the map cut at half its peak; top-k: its top pixels, "
+                  "as many as the object has; best (k): the best fixed share k of the image, "
+                  "chosen on these images; AUC: area under Jaccard against k. `chance` is the "
+                  "exact expected score of a random region of the same size "
+                  "(docs/LOCALISATION.md).", "",
+                  "| model | seed | method | level | mass in mask | pointing game | "
+                  "Jaccard (half range) | Jaccard top-k | best (k) | AUC |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| `{r['model']}` | {r['seed']} | {row['method']} | {row['level'] or '–'} | "
                   f"{row['mass_in_mask']:.3f} | {row['pointing_game']:.3f} | "
-                  f"{row['jaccard']:.3f} |" for r, row in localization]
+                  f"{_score(row.get('jaccard'))} | {_score(row.get('jaccard_topk'))} | "
+                  f"{_score(row.get('jaccard_best'))} ({_score(row.get('best_fraction'), 2)}) | "
+                  f"{_score(row.get('jaccard_auc'))} |" for r, row in localization]
     if results.get("figures"):
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in results["figures"]]
     return "\n".join(lines) + "\n"
@@ -286,6 +294,10 @@ def robustness_markdown(results: dict[str, Any]) -> list[str]:
                      f"{_yes(c['pgd_at_most_fgsm'])} | {_yes(c['large_epsilon_near_zero'])} "
                      f"(highest run {100 * c['large_epsilon_pgd_acc']:.1f} %) |")
     return lines + ["", results["robustness_verdict"]]
+
+
+def _score(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or value != value else f"{value:.{digits}f}"  # NaN != NaN
 
 
 def _pgd_steps(results: dict[str, Any]) -> int:
