@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: cellView,jupyter,-all
 #     notebook_metadata_filter: accelerator,colab,-widgets
 #     text_representation:
 #       extension: .py
@@ -73,11 +73,11 @@ if IN_COLAB:
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 import attn_lib
 from attn_lib.data import load_samples, normalize, one_per_class
+from attn_lib.maps.diagrams import draw_architecture, trace
 from attn_lib.models import describe_model
 
 if attn_lib.__version__ != ATTN_LIB_VERSION:
@@ -162,9 +162,42 @@ with torch.no_grad():
 # attn-lib calls `vgg`, max-pools after every block, so by conv7 a 32×32 image is down to 8×8.
 # The attention network drops the first pools: conv1 … conv7 all work at the full input
 # resolution. The point is the first attention level. It attends over $l^1$, the output of
-# conv7, and a 32×32 grid lets it weigh every pixel of a small object separately, where an 8×8
-# grid only sees 4×4-pixel patches. The price is compute: conv5 … conv7 run on 16× more
-# positions than in the baseline, and so do the blocks after them.
+# conv7, and a 32×32 grid has one position per pixel (a *stride* of 1 pixel), so it can give
+# neighbouring pixels of a small object different weights; an 8×8 grid has one position per
+# 4×4 pixels (stride 4). How much of the image each position *sees* is another matter, its
+# receptive field: every 3×3 convolution widens it by 2 pixels times the stride so far, and
+# every 2×2 pool doubles the stride. The next cell follows a forward pass through both models
+# up to conv7 and computes both numbers. The price of the full resolution is compute: from
+# conv5 on, every layer runs on 16× the positions of the baseline's (32×32 against 8×8 at
+# conv7, 16×16 against 4×4 at conv10, 8×8 against 2×2 at conv13), conv3 and conv4 on 4×.
+
+# %%
+def grid_geometry(network, x, last_conv=7):
+    """Stride and receptive field (in pixels) of the output of conv ``last_conv``, from the
+    convolutions and pools that a forward pass calls before it, in order."""
+    layers = []
+    hooks = [m.register_forward_hook(lambda m, _i, _o: layers.append(m))
+             for m in network.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
+    with torch.no_grad():
+        network.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    stride, field, convs = 1, 1, 0
+    for layer in layers:
+        if convs == last_conv:
+            break
+        k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
+        s = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
+        field += (k - 1) * stride
+        stride *= s
+        convs += isinstance(layer, nn.Conv2d)
+    return stride, field
+
+
+for name in ("vgg-att3-concat-pc", "vgg"):
+    stride, field = grid_geometry(attn_lib.build_model(name, width=1 / 16), x[:1])
+    print(f"{name:<20} conv7: one position every {stride} pixel(s), each sees "
+          f"{field}×{field} pixels")
 #
 # From here on each block is followed by a 2×2 max-pool, as usual.
 
@@ -230,100 +263,13 @@ print(f"g:  {tuple(features.global_.shape)}  matches step by step")
 # %% [markdown]
 # ## The architecture, drawn from the model itself
 #
-# The diagram below is not a picture someone drew: `trace` runs one forward pass with hooks on
-# the backbone's stages and on the three attention estimators, records every output's shape,
-# and finds which stage's output each estimator reads. `draw_architecture` turns that record
-# into boxes. Change the model and the diagram changes with it. (The drawing code is plain
-# matplotlib; skip it if you like.)
+# The diagram below is not a picture someone drew: `trace` (in `attn_lib.maps.diagrams`) runs
+# one forward pass with hooks on the backbone's stages and on the three attention estimators,
+# records every output's shape, and finds which stage's output each estimator reads.
+# `draw_architecture` turns that record into boxes. Change the model and the diagram changes
+# with it.
 
 # %%
-def trace(model, x):
-    """One forward pass with hooks: the backbone's stages in call order as
-    ``(name, input, output)``, the index of the stage each attention estimator reads, and the
-    model's output."""
-    backbone = model.backbone
-    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
-    number = {m: i for i, m in enumerate(convs, start=1)}
-
-    def conv_range(module):
-        inside = [number[m] for m in module.modules() if m in number]
-        return f"conv{inside[0]}-{inside[-1]}" if len(inside) > 1 else f"conv{inside[0]}"
-
-    stages = [(conv_range(b), b) for b in backbone.blocks]
-    stages += [(conv_range(backbone.global_convs), backbone.global_convs),
-               ("FC", backbone.global_fc)]
-    calls, read, handles = [], [], []
-    for name, module in stages:
-        handles.append(module.register_forward_hook(
-            lambda _m, inputs, output, name=name: calls.append((name, inputs[0], output))))
-    for estimator in model.estimators:
-        handles.append(estimator.register_forward_pre_hook(
-            lambda _m, inputs: read.append(inputs[0])))
-    try:
-        with torch.no_grad():
-            out = model.eval()(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    # The estimator's input is the very tensor some stage returned: find which.
-    attached = [next(i for i, call in enumerate(calls) if call[2] is t) for t in read]
-    return calls, attached, out
-
-
-def draw_architecture(model, image_size=32):
-    """Boxes for the stages of ``model`` (shapes of one image), its attention estimators and
-    its classifier, as :func:`trace` finds them."""
-    probe = torch.zeros(1, model.backbone.in_channels, image_size, image_size)
-    calls, attached, out = trace(model, probe)
-    fig, ax = plt.subplots(figsize=(12.5, 4.4), layout="constrained")
-    ax.set_xlim(-0.5, len(calls) + 0.5)
-    ax.set_ylim(-2.0, 1.5)
-    ax.axis("off")
-
-    def box(x, y, text, colour, w=0.76, h=0.78):
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
-                                    facecolor=colour, edgecolor="black", linewidth=0.8))
-        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
-
-    def arrow(start, end, **style):
-        ax.annotate("", end, start, arrowprops=dict(arrowstyle="-|>", lw=1.0, **style))
-
-    def dims(t):
-        return "×".join(map(str, t.shape[1:]))
-
-    box(0, 1, f"input\n{dims(probe)}", "white")
-    previous = probe
-    for i, (name, inputs, output) in enumerate(calls, start=1):
-        arrow((i - 0.62, 1), (i - 0.38, 1))
-        if inputs.dim() == 4 and inputs.shape[-1] < previous.shape[-1]:
-            ax.text(i - 0.5, 0.93, "pool", ha="center", va="top", fontsize=7, color="dimgray")
-        if name == "FC":
-            box(i, 1, f"FC → g\n{dims(output)}", "#fde0c5")
-        else:
-            box(i, 1, f"{name}\n{dims(output)}", "#dbe9f6")
-        previous = output
-    xs = [stage + 1 for stage in attached]
-    g_x = len(calls)
-    ax.plot([g_x, g_x, xs[0]], [0.61, 0.1, 0.1], ls="--", lw=0.9, color="tab:orange")
-    for k, (x, maps) in enumerate(zip(xs, out.attention), start=1):
-        arrow((x - 0.2, 0.61), (x - 0.2, -0.11))
-        ax.text(x - 0.17, 0.35, f"l{k}", fontsize=8.5)
-        arrow((x + 0.2, 0.1), (x + 0.2, -0.11), color="tab:orange", ls="--")
-        box(x, -0.5, f"attention {k}\nmap {maps.shape[-2]}×{maps.shape[-1]}\n→ g_a{k}",
-            "#d9f0d3")
-        arrow((x, -0.89), (x, -1.33))
-    pc = all(e.compatibility == "pc" for e in model.estimators)
-    ax.text(g_x - 0.05, 0.14, "g goes to every estimator" + (": its term cancels in pc" if pc
-                                                              else ""),
-            ha="right", va="bottom", fontsize=8, color="tab:orange")
-    head = " → ".join(type(m).__name__ for m in model.heads[0])
-    joined = "concatenate → " if model.aggregation == "concat" else "each level: "
-    box((xs[0] + xs[-1]) / 2, -1.62, f"{joined}{head} → {out.logits.shape[1]} logits",
-        "#f2f2f2", w=xs[-1] - xs[0] + 0.76, h=0.5)
-    ax.set_title(f"{model.name}: where the three attention estimators attach", fontsize=10)
-    return fig
-
-
 calls, attached, _ = trace(model, x[:1])
 print("the estimators read:", [calls[i][0] for i in attached])
 assert [calls[i][0] for i in attached] == ["conv5-7", "conv8-10", "conv11-13"]
@@ -361,8 +307,8 @@ print(f"\nglobal branch (conv14, conv15, FC): {global_branch / 1e6:.2f} M, "
       f"{global_branch / total:.0%} of the model")
 
 # %% [markdown]
-# About 19.85 M parameters. **In a `pc` model the global branch, about 5 M of them (a quarter),
-# gets no gradient from the loss:** $g$ reaches the output only through $\langle u, g\rangle$,
+# **In a `pc` model the global branch (its share is printed above) gets no gradient from the
+# loss:** $g$ reaches the output only through $\langle u, g\rangle$,
 # which the softmax cancels. Weight decay is then the only thing that moves those weights. You
 # can watch it: one backward pass through a narrow copy of the same model (`width=1/16`: same
 # layers, 1/16 of the channels, quick on a CPU) and the largest gradient in each part.
@@ -410,14 +356,14 @@ print(f"highest class probability: {probabilities.max():.3f} "
 
 # %% [markdown]
 # attn-lib also ships trained weights, loaded the way torchvision loads its own:
-# `build_model(name, weights="cifar10")`. They belong to narrow (1/16-width) models, trained
-# for a few epochs on a CPU; `attn_lib.list_weights()` says how, and `model.weights_info`
-# carries the normalisation the inputs need. Notebooks 02 and 04 use them.
+# `build_model(name, weights="cifar10")`, trained on a JPEG (quality 75) copy of CIFAR-10.
+# `attn_lib.list_weights()` says how each was trained (the cell prints it), and
+# `model.weights_info` carries the normalisation the inputs need. Notebooks 02 and 04 use them.
 
 # %%
 trained = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
 info = trained.weights_info
-entry = next(e for e in attn_lib.list_weights("vgg-att3-concat-pc") if e["weights"] == "cifar10")
+entry = next(e for e in attn_lib.list_weights(trained.name) if e["weights"] == info["weights"])
 how = entry["trained"]
 print(f"width {entry['width']}, {how['epochs']} epochs on {how.get('data', entry['dataset'])}")
 print(f"trained with: {how['command']}\non: {how['hardware']} {how.get('date', '')}")
@@ -447,11 +393,12 @@ print("true:     ", [samples.classes[i] for i in labels])
 #
 # * The attention network keeps conv1 … conv7 at full resolution so that the first attention
 #   level can weigh each of the 32×32 positions; the paper's baseline pools after every block
-#   and is down to 8×8 by conv7.
+#   and is down to 8×8 by conv7. A grid's stride (how far apart its positions are) is not its
+#   receptive field (how much of the image each position sees).
 # * Attention reads three grids of local features (conv7, conv10, conv13: 32×32, 16×16, 8×8 on
 #   CIFAR) and one global vector $g$ made by two more conv stages and a fully connected layer.
-# * Nearly all of the ~19.9 M parameters are in the VGG itself; the attention adds under 1 %.
-#   In a `pc` model the quarter of them that make $g$ receive no gradient, because the softmax
+# * Nearly all of the parameters are in the VGG itself; the attention adds few (both counted
+#   above). In a `pc` model the ones that make $g$ receive no gradient, because the softmax
 #   cancels $g$'s contribution to the scores.
 # * The classifier reads only the attended descriptors, through batch norm, dropout and a linear
 #   layer.
@@ -461,10 +408,15 @@ print("true:     ", [samples.classes[i] for i in labels])
 # %% [markdown]
 # ## Appendix: solutions
 #
-# **1.** 8×8: the baseline pools after block 1 (32 → 16) and block 2 (16 → 8), so conv7 sees
-# 8×8 and conv13 only 2×2.
+# <details><summary><b>Solution 1</b> (click to open)</summary>
+#
+# 8×8: the baseline pools after block 1 (32 → 16) and block 2 (16 → 8), so conv7 is an 8×8
+# grid and conv13 only 2×2.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 1: the code
 baseline = attn_lib.build_model("vgg").eval()
 seen = {}
 hook = baseline.backbone.blocks[2].register_forward_hook(
@@ -476,20 +428,30 @@ print("conv7 in vgg:", seen["conv7"])
 assert seen["conv7"] == (1, 256, 8, 8)
 
 # %% [markdown]
-# **2.** Three convs of 3·3·512·512 = 2,359,296 weights each, and three batch norms of
+# <details><summary><b>Solution 2</b> (click to open)</summary>
+#
+# Three convs of 3·3·512·512 = 2,359,296 weights each, and three batch norms of
 # 2 · 512 = 1,024: 7,077,888 + 3,072 = **7,080,960**.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 2: the code
 by_hand = 3 * (3 * 3 * 512 * 512) + 3 * (2 * 512)
 print(f"by hand {by_hand:,}, counted {count(backbone.blocks[4]):,}")
 assert by_hand == count(backbone.blocks[4])
 
 # %% [markdown]
-# **3.** Every grid doubles in each direction: $l^1$ 256×64×64, $l^2$ 512×32×32,
-# $l^3$ 512×16×16. $g$ stays 512: the global stages end at 2×2 and are averaged to 1×1 before
-# the fully connected layer, so the same weights serve any size.
+# <details><summary><b>Solution 3</b> (click to open)</summary>
+#
+# Every grid doubles in each direction: $l^1$ 256×64×64, $l^2$ 512×32×32, $l^3$ 512×16×16.
+# $g$ stays 512: the global stages end at 2×2 and are averaged to 1×1 before the fully
+# connected layer, so the same weights serve any size.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 3: the code
 with torch.no_grad():
     big = backbone(torch.randn(1, 3, 64, 64))
 print([tuple(t.shape) for t in big.local], tuple(big.global_.shape))

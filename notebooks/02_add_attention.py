@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: cellView,jupyter,-all
 #     notebook_metadata_filter: accelerator,colab,-widgets
 #     text_representation:
 #       extension: .py
@@ -72,8 +72,10 @@ from IPython.display import display
 
 import attn_lib
 from attn_lib.data import load_samples, normalize, one_per_class
+from attn_lib.maps.diagrams import draw_estimator
 from attn_lib.maps.viz import plot_attention_grid
 from attn_lib.models.attention import AttentionEstimator, attend, normalize_scores
+from attn_lib.study.published import study_results
 from attn_lib.study.robustness import derangement, shuffled_global
 
 if attn_lib.__version__ != ATTN_LIB_VERSION:
@@ -254,6 +256,15 @@ assert torch.equal(result.scores, c_pc) and torch.allclose(result.attention, a_p
 assert torch.allclose(result.descriptor, attend(local, a_pc))
 
 # %% [markdown]
+# Here is the estimator of the real network's first level, drawn from the module itself: every
+# box holds the shape that this step produces for one image.
+
+# %%
+level1 = attn_lib.build_model("vgg-att3-concat-pc").estimators[0]
+draw_estimator(level1, local_shape=(256, 32, 32), global_channels=512)
+plt.show()
+
+# %% [markdown]
 # On the real network, level 1 is conv7 with 256 channels, while $g$ has 512. The two must have
 # the same width before a dot product; by default a learned 1×1 convolution projects $l$ up to
 # 512 (`match="project_l"`, the model files the authors' CIFAR run scripts train); their earlier
@@ -306,16 +317,17 @@ print("the pieces give the same logits as model(x)")
 # ## What `g` does in trained models
 #
 # The hand example showed that `pc` cancels $g$. Does that hold in a trained network, and does
-# `dp` really use $g$? attn-lib ships weights of both, trained on CIFAR-10
-# (`build_model(name, weights="cifar10")`). We give every image **another image's $g$** (a
+# `dp` really use $g$? attn-lib ships weights of both, trained on a JPEG (quality 75) copy of
+# CIFAR-10 (`build_model(name, weights="cifar10")`). We give every image **another image's $g$** (a
 # shuffle of the batch in which no image keeps its own) with `shuffled_global`, which swaps
 # $g$ on its way from the backbone to the estimators and changes nothing else, and compare maps
 # and logits with and without the swap.
 
 # %%
 def g_swap_effect(name):
-    """Largest change of the attention weights and of the logits when g is shuffled, and the
-    share of the 100 sample images whose predicted class changes."""
+    """Largest change of the attention weights and of the logits when g is shuffled, the
+    share of the 100 sample images whose predicted class changes, and the accuracy on them
+    with each image's own g and with the shuffled one."""
     trained = attn_lib.build_model(name, weights="cifar10")
     info = trained.weights_info
     x_all = normalize(samples.images, info["mean"], info["std"])
@@ -327,15 +339,18 @@ def g_swap_effect(name):
     map_change = max((a - b).abs().max().item() for a, b in zip(own.attention, swapped.attention))
     logit_change = (own.logits - swapped.logits).abs().max().item()
     changed = (own.logits.argmax(1) != swapped.logits.argmax(1)).float().mean().item()
-    return map_change, logit_change, changed
+    accuracy = [(out.logits.argmax(1) == samples.labels).float().mean().item()
+                for out in (own, swapped)]
+    return map_change, logit_change, changed, accuracy
 
 
 effect = {name: g_swap_effect(name) for name in ("vgg-att3-concat-pc", "vgg-att3-concat-dp")}
-for name, (map_change, logit_change, changed) in effect.items():
+for name, (map_change, logit_change, changed, accuracy) in effect.items():
     print(f"{name}: attention changes by up to {map_change:.1e}, logits by up to "
-          f"{logit_change:.1e}; {changed:.0%} of predictions change")
-pc_maps, pc_logits, _ = effect["vgg-att3-concat-pc"]
-dp_maps, dp_logits, _ = effect["vgg-att3-concat-dp"]
+          f"{logit_change:.1e}; {changed:.0%} of predictions change; accuracy {accuracy[0]:.0%} "
+          f"with its own g, {accuracy[1]:.0%} with another image's")
+pc_maps, pc_logits, _, _ = effect["vgg-att3-concat-pc"]
+dp_maps, dp_logits, _, _ = effect["vgg-att3-concat-dp"]
 assert pc_maps < 1e-5 and pc_logits < 1e-3, "pc should not depend on g (float rounding only)"
 assert dp_maps > 1e3 * pc_maps and dp_logits > 1e3 * pc_logits, "dp should depend on g"
 
@@ -343,8 +358,35 @@ assert dp_maps > 1e3 * pc_maps and dp_logits > 1e3 * pc_logits, "dp should depen
 # What is left of the change in the `pc` model is float rounding; the `dp` model's maps and
 # logits move with $g$ (the printed share says how many of its predictions the swap flips on
 # these 100 images). So in `pc` models $g$, and the quarter of the network that computes it,
-# does nothing for the prediction; in `dp` models $g$ acts as a query that the local features
-# are compared with.
+# does nothing for the prediction; in `dp` models $g$ is the query that the local features are
+# compared with.
+#
+# Does that query *help*? If $g$ told the `dp` model where this image's evidence lies, another
+# image's $g$ should hurt its accuracy. 100 images are too few to tell (each is one point), so
+# the next cell also reads attn-lib's CPU study, which measured the change on all 10,000 test
+# images for three seeds of the same training (`results/cifar10-cpu`).
+
+# %%
+study = study_results("cifar10-cpu")
+if study:
+    delta, spread = study["summary"]["vgg-att3-concat-dp"]["g_shuffle_delta_acc"]
+    seeds = study["summary"]["vgg-att3-concat-dp"]["seeds"]
+    print(f"the study: dp's accuracy with another image's g minus with its own: "
+          f"{100 * delta:+.1f} ± {100 * spread:.1f} points (mean ± std over seeds {seeds})")
+    own, swapped = effect["vgg-att3-concat-dp"][3]
+    print(f"here, on 100 images: {100 * (swapped - own):+.0f} points")
+    per_seed = [r["g_shuffle"]["delta_acc"] for r in study["runs"]
+                if r["model"] == "vgg-att3-concat-dp"]
+    print("per seed:", [f"{100 * d:+.2f}" for d in per_seed])
+    assert min(per_seed) > 0, "the prose below says every seed gained from another image's g"
+
+# %% [markdown]
+# In the study the shuffled $g$ does not lower `dp`'s accuracy: it *raises* it slightly, in
+# every seed. The query moves the maps, but the trained $g$ does not steer
+# them towards better evidence than a random image's $g$ does: a model can use $g$ in its
+# computation without $g$ carrying the information the paper's framing suggests. It is a
+# reminder that "the map depends on $g$" and "$g$ helps the model find the object" are two
+# different claims, and only the second is about attention working as intended.
 
 # %% [markdown]
 # ## All the variants
@@ -398,14 +440,17 @@ for position in ("before", "after"):
 display(plot_attention_grid(model, x[:4], labels[:4], classes, samples.mean, samples.std))
 
 # %% [markdown]
-# Then the shipped `pc` weights, trained on CIFAR-10 (a narrow model trained for a few epochs,
-# so some of its predictions may be wrong). Compare where the maps of each level sit relative to the
-# objects; notebook 04 looks at trained maps in detail and measures, on data with object masks,
-# how often they land on the object.
+# Then the shipped `pc` weights, trained on CIFAR-10 (the cell prints their width, training and
+# test accuracy; some of the predictions may be wrong). Compare where the maps of each level
+# sit relative to the objects; notebook 04 looks at trained maps in detail and measures, on
+# data with object masks, how often they land on the object.
 
 # %%
 trained = attn_lib.build_model("vgg-att3-concat-pc", weights="cifar10")
 info = trained.weights_info
+entry = next(e for e in attn_lib.list_weights(trained.name) if e["weights"] == info["weights"])
+print(f"width {entry['width']:g}, {entry['trained']['epochs']} epochs on "
+      f"{entry['trained']['hardware']}; test accuracy {entry['test_acc']:.1%}")
 x_trained = normalize(samples.images[shown], info["mean"], info["std"])
 display(plot_attention_grid(trained, x_trained[:4], labels[:4], info["classes"], info["mean"],
                             info["std"]))
@@ -432,7 +477,8 @@ display(plot_attention_grid(trained, x_trained[:4], labels[:4], info["classes"],
 #   activations can outscore one that points exactly along $g$.
 # * In `pc`, $\langle u, g\rangle$ is the same at every position and the softmax cancels it: the
 #   map depends on the local features and $u$ only, trained or not. Only `dp` (or a sigmoid)
-#   lets $g$ steer the attention.
+#   lets $g$ steer the attention, and in attn-lib's study a `dp` model did no worse with
+#   another image's $g$: steering is not the same as helping.
 # * The classifier sees only the attended descriptors, so every prediction passes through the
 #   attention maps.
 #
@@ -441,33 +487,54 @@ display(plot_attention_grid(trained, x_trained[:4], labels[:4], info["classes"],
 # %% [markdown]
 # ## Appendix: solutions
 #
-# **1.** The `dp` scores become (1, 1, 1.5, 2), so position 4 wins: with equal alignment
-# before, $l_3$ won only by being longer; at half length it loses to the perfectly aligned
-# $l_4$.
+# <details><summary><b>Solution 1</b> (click to open)</summary>
+#
+# The `dp` scores become (1, 1, 1.5, 2), so position 4 wins. A dot product is length × length ×
+# cosine. Before, $l_3$ was the less aligned of the two (its cosine with $g$ is below $l_4$'s,
+# which is exactly 1) but the longer, and its length more than made up for its angle. Halving
+# it keeps its angle and halves its score, and now the better-aligned $l_4$ wins. The cell
+# prints both positions' lengths and cosines.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 1: the code
 shorter = l_vectors.clone()
 shorter[2] = torch.tensor([1.0, 0.5])
 c_short = attn_lib.dp_compatibility(shorter.T.reshape(1, 2, 2, 2), g)
 print("dp scores:", c_short.flatten().tolist())
+for name, vector in (("l3 before", l_vectors[2]), ("l3 halved", shorter[2]),
+                     ("l4", l_vectors[3])):
+    print(f"{name}: length {vector.norm():.3f}, cos with g "
+          f"{F.cosine_similarity(vector, g[0], dim=0):.3f}")
 assert c_short.flatten().argmax() == 3
 
 # %% [markdown]
-# **2.** All scores are 0, so the softmax gives the uniform map $a_i = 1/4$ and $g_a$ is the
-# plain average of the local vectors: global average pooling, the starting point above.
+# <details><summary><b>Solution 2</b> (click to open)</summary>
+#
+# All scores are 0, so the softmax gives the uniform map $a_i = 1/4$ and $g_a$ is the plain
+# average of the local vectors: global average pooling, the starting point above.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 2: the code
 a_zero = normalize_scores(attn_lib.pc_compatibility(local, g, torch.zeros(2)), "softmax")
 print("attention with u = 0:", a_zero.flatten().tolist())
 assert torch.allclose(attend(local, a_zero), F.adaptive_avg_pool2d(local, 1).flatten(1))
 
 # %% [markdown]
-# **3.** Sharper: every score is multiplied by 10, and a softmax of larger numbers puts more of
-# its weight on the largest. `dp` scores grow with the length of $l_i$ and $g$, so in a trained
+# <details><summary><b>Solution 3</b> (click to open)</summary>
+#
+# Sharper: every score is multiplied by 10, and a softmax of larger numbers puts more of its
+# weight on the largest. `dp` scores grow with the length of $l_i$ and $g$, so in a trained
 # network the size of the activations sets how peaked the maps are; `pc` learns that scale in
 # the length of $u$.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 3: the code
 a_hot = normalize_scores(attn_lib.dp_compatibility(local, 10 * g), "softmax")
 print("dp attention with 10 g:", [round(v, 4) for v in a_hot.flatten().tolist()])
 assert a_hot.max() > a_dp.max()

@@ -1,12 +1,17 @@
 """The notebooks in notebooks/: paired, clean, linked to the right release, and executable.
 
 * every ``.ipynb`` has a percent-format ``.py`` twin (``jupytext.toml``) with the same cells;
-* committed notebooks carry no widget state; 03 carries no outputs, and a notebook that does
-  carry outputs (01, 02, 04: ``make notebooks``) carries those of one clean top-to-bottom run;
+* committed notebooks carry no widget state; 03 carries no outputs or those of a real GPU run,
+  and a notebook that does carry outputs (01, 02, 04: ``make notebooks``) carries those of one
+  clean top-to-bottom run;
 * each first cell has the title, the Colab badge (pyproject.toml's ``Repository`` URL), the
   paper's link and its equations; each setup cell installs the release of pyproject.toml's
   ``version`` on Colab and stops when pip fails;
-* each notebook has exercises, an appendix of solutions and a summary;
+* each notebook has exercises, an appendix of solutions and a summary; each solution's prose is
+  in a ``<details>`` block and its code cell hidden (Colab's form view, JupyterLab's
+  ``source_hidden``), in the .ipynb and in what jupytext builds from the .py;
+* notebooks read no environment variable but 03's data folder and precision (smoke mode only
+  through ``attn_lib.smoke_mode()``);
 * 01, 02 and 04 run top to bottom in their real mode (shipped weights and sample images, no
   training: 04 runs with ``attn_lib.train`` disabled and must not create a runs folder); 03 runs
   in smoke mode (``ATTN_LIB_SMOKE=1``), and 04 then finds and uses its runs (the hand-off),
@@ -171,11 +176,12 @@ def test_committed_notebook_is_clean(name):
     )
     for index, cell in enumerate(notebook.cells):
         assert "widgets" not in cell.get("metadata", {}), f"{name}: cell {index} has widget state"
-    if name in SMOKE_MODE:  # no outputs until a real GPU run exists
-        for index, cell in enumerate(code_cells(notebook)):
-            assert not cell.outputs and cell.execution_count is None, (
-                f"{name}: code cell {index} has outputs; clear them before committing"
-            )
+    if name in SMOKE_MODE:  # outputs only of a real run on a GPU (as on Colab), never a CPU's
+        text = "".join(printed(cell) for cell in code_cells(notebook))
+        assert "smoke mode: True" not in text and "hardware CPU" not in text, (
+            f"{name}: committed with the outputs of a smoke or CPU run; clear them, or commit "
+            "the outputs of a real GPU run"
+        )
     check_outputs_of_one_clean_run(name, notebook)
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
 
@@ -277,11 +283,23 @@ def test_every_colab_link_points_at_an_existing_notebook():
     assert found >= len(NOTEBOOKS)
 
 
+#: The environment variables a notebook may read itself, by notebook: 03's data folder (for
+#: Colab users who keep CIFAR on Drive, and a GPU machine without internet) and forced precision
+#: (Colab's free T4 has no bf16). Smoke mode is read through attn_lib.smoke_mode() only.
+NOTEBOOK_ENV_VARS = {"03_train_on_colab": ("ATTN_LIB_DATA_DIR", "ATTN_LIB_PRECISION")}
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_reads_settings_through_attn_lib(name):
     source = "\n".join(cell.source for cell in code_cells(read_ipynb(name)))
-    for forbidden in ("os.environ", "getenv"):
-        assert forbidden not in source, f"{name}: use attn_lib.smoke_mode(), not {forbidden}"
+    allowed = NOTEBOOK_ENV_VARS.get(name, ())
+    reads = re.findall(r"os\.environ\.get\(\"([A-Z_]+)\"\)", source)
+    assert sorted(set(reads)) == sorted(allowed), (
+        f"{name} reads {reads} from the environment; allowed: {allowed}"
+    )
+    stripped = re.sub(r"os\.environ\.get\(\"[A-Z_]+\"\)", "", source)
+    for forbidden in ("os.environ", "getenv", "ATTN_LIB_SMOKE"):
+        assert forbidden not in stripped, f"{name}: use attn_lib.smoke_mode(), not {forbidden}"
     if name in SMOKE_MODE:
         assert "attn_lib.smoke_mode()" in source
     else:  # the real mode is the only mode
@@ -304,6 +322,62 @@ def test_exercises_solutions_and_summary(name):
     assert "## What you learned" in headings, f"{name}: a '## What you learned' summary"
     assert "## Appendix: solutions" in headings, f"{name}: an '## Appendix: solutions'"
     assert headings.index("## Appendix: solutions") > headings.index("## Exercises")
+
+
+#: Cell metadata that hides a solution's code until the reader asks for it: Colab shows a
+#: ``cellView: form`` cell as its ``# @title`` line, JupyterLab collapses ``source_hidden``
+#: input. GitHub's renderer honours neither (nor does nbconvert's HTML), so the prose of each
+#: solution sits in a ``<details>`` block, which GitHub and Colab render collapsed.
+HIDDEN_CODE = {"cellView": "form", "jupyter": {"source_hidden": True}}
+
+
+def solution_cells(notebook) -> list:
+    """The cells after the ``## Appendix: solutions`` heading."""
+    start = next(i for i, cell in enumerate(notebook.cells)
+                 if cell.cell_type == "markdown" and "## Appendix: solutions" in cell.source)
+    return notebook.cells[start:]
+
+
+def check_solutions_are_collapsed(name: str, notebook) -> None:
+    cells_after = solution_cells(notebook)
+    prose = [c for c in cells_after if c.cell_type == "markdown"]
+    code = [c for c in cells_after if c.cell_type == "code"]
+    blocks = [b for c in prose for b in re.findall(r"<details>(.*?)</details>", c.source,
+                                                    re.DOTALL)]
+    assert len(blocks) == len(code) >= 2, (
+        f"{name}: each solution needs its prose in a <details> block and one code cell; found "
+        f"{len(blocks)} <details> blocks and {len(code)} code cells"
+    )
+    for block in blocks:
+        assert "<summary>" in block and "Solution" in block, f"{name}: {block[:60]!r}"
+    for cell in code:
+        for key, value in HIDDEN_CODE.items():
+            assert cell.metadata.get(key) == value, (
+                f"{name}: solution code cell {cell.source[:40]!r} lacks {key}={value}; the "
+                "pairing filter (jupytext.toml's cell_metadata_filter) must keep it"
+            )
+        assert cell.source.startswith("# @title Solution"), f"{name}: a '# @title' first line"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_solutions_are_collapsed_in_the_notebook_and_its_script(name):
+    check_solutions_are_collapsed(name, read_ipynb(name))
+    # The .py is the source of truth: what jupytext builds from it must keep the metadata.
+    check_solutions_are_collapsed(name, jupytext.read(NOTEBOOK_DIR / f"{name}.py",
+                                                      fmt="py:percent"))
+
+
+def test_the_collapse_check_catches_a_visible_solution():
+    notebook = jupytext.read(NOTEBOOK_DIR / "02_add_attention.py", fmt="py:percent")
+    code = [c for c in solution_cells(notebook) if c.cell_type == "code"]
+    del code[0].metadata["cellView"]
+    with pytest.raises(AssertionError, match="lacks cellView"):
+        check_solutions_are_collapsed("x", notebook)
+    notebook = jupytext.read(NOTEBOOK_DIR / "02_add_attention.py", fmt="py:percent")
+    prose = [c for c in solution_cells(notebook) if c.cell_type == "markdown"]
+    prose[1].source = prose[1].source.replace("<details>", "").replace("</details>", "")
+    with pytest.raises(AssertionError, match="<details>"):
+        check_solutions_are_collapsed("x", notebook)
 
 
 # --- execution ------------------------------------------------------------------------------
@@ -415,7 +489,8 @@ def test_notebook_03_runs_top_to_bottom_in_smoke_mode(notebook_03_runs):
         "the kernel did not see ATTN_LIB_SMOKE=1"
     )
     folders = sorted(p.name for p in (workdir / "runs").iterdir())
-    assert folders == ["vgg-att3-concat-pc-synthetic-smoke-2ep", "vgg-synthetic-smoke-2ep"], (
+    assert folders == ["vgg-att3-concat-pc-synthetic-smoke-2ep", "vgg-noatt-synthetic-smoke-2ep",
+                       "vgg-synthetic-smoke-2ep"], (
         "the run folders must name model, data set, recipe and epoch budget"
     )
 

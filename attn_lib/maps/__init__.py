@@ -5,7 +5,8 @@
 * :mod:`.gradcam` -- Grad-CAM, the baseline's answer to "where does it look?";
 * :mod:`.contribution` -- each position's exact share of a class score (attention times what
   the classifier makes of the local feature there);
-* :mod:`.localize` -- do the maps point at the object? (mass in mask, pointing game).
+* :mod:`.localize` -- do the maps point at the object? (mass in mask, pointing game);
+* :mod:`.diagrams` -- the architecture and one attention estimator, drawn from the model.
 
 Plotting imports matplotlib, so the names are loaded on first use (PEP 562): importing
 :mod:`attn_lib.maps.gradcam` alone never pulls in matplotlib.
