@@ -254,7 +254,7 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
 
 
 def test_reduced_main_job_model_localises_well_above_chance(learned):
-    # The session's reduced main-job run (tests/conftest.py): a 1/16-width model, 4 epochs.
+    # The session's reduced main-job run (tests/conftest.py): a 1/16-width model, 640 steps.
     rows = localization_scores(learned.model, load_dataset("synthetic", "test", limit=500))
     chance = rows[-1]
     assert chance.method == "uniform" and 0.05 < chance.pointing_game < 0.15

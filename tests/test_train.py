@@ -54,7 +54,8 @@ def test_metrics_file_matches_history_and_run_folder_is_complete(learned):
     assert {"last.pt", "best.pt", "metrics.jsonl", "config.json", "curves.png"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     config = json.loads((learned.run_dir / "config.json").read_text())
-    assert config["model"] == "vgg-att3-concat-pc" and config["recipe"]["epochs"] == 4
+    assert config["model"] == "vgg-att3-concat-pc"
+    assert config["recipe"]["epochs"] == LEARN["epochs"]
 
 
 def test_attention_png_is_saved(learned):
@@ -85,7 +86,7 @@ def test_resume_refuses_other_settings(learned):
     with pytest.raises(CheckpointError, match="not the requested 'vgg'"):
         attn_lib.train("vgg", out_dir=learned.run_dir, resume=True, progress=False,
                        device="cpu")
-    with pytest.raises(ValueError, match="epochs: 4 -> 9"):
+    with pytest.raises(ValueError, match=f"epochs: {LEARN['epochs']} -> 9"):
         attn_lib.train(out_dir=learned.run_dir, resume=True, epochs=9, progress=False,
                        device="cpu")
     with pytest.raises(ValueError, match="--resume"):
