@@ -260,7 +260,7 @@ assert again.history == result.history
 # it was trained with.
 
 # %%
-model, data_info = attn_lib.load_model(result.run_dir / "best.pt", map_location=DEVICE)
+model, data_info = attn_lib.load_model(result.run_dir, map_location=DEVICE)
 test_set = load_dataset(data_info["dataset"], split="test",
                         limit=500 if SMOKE else SETTINGS.get("limit_test"))
 attention_metrics = attn_lib.evaluate(model, test_set)
@@ -279,7 +279,7 @@ print(f"{model.name}: {attention_metrics['acc']:.2%} test accuracy "
 baseline_result = attn_lib.train(BASELINE, DATASET, preset=PRESET,
                                  out_dir=run_folder(BASELINE), resume=True, device=DEVICE,
                                  **SETTINGS)
-baseline_model, _ = attn_lib.load_model(baseline_result.run_dir / "best.pt",
+baseline_model, _ = attn_lib.load_model(baseline_result.run_dir,
                                         map_location=DEVICE)
 baseline_metrics = attn_lib.evaluate(baseline_model, test_set)
 print(f"{BASELINE}: test accuracy {baseline_metrics['acc']:.2%}")

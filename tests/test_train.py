@@ -682,3 +682,29 @@ def test_the_tests_run_on_the_cpu():
 
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == ""
     assert resolve_device(None).type == "cpu" and not torch.cuda.is_available()
+
+
+def test_the_torch_loader_honours_augment():
+    # The torchvision path applies the recipe's augmentation as the device loader does: none,
+    # flip only, or random crop (pad 4) + flip.
+    from attn_lib.data import normalize, reference_transform
+    from attn_lib.training.run import EpochDataLoader
+
+    ds = load_dataset("synthetic", "train", limit=8)
+    image = ds.images[0]
+    plain = normalize(image, ds.mean, ds.std)
+    torch.manual_seed(0)
+    none = reference_transform(ds, train=True, augment="none")
+    assert all(torch.equal(none(image), plain) for _ in range(8))
+    flip = reference_transform(ds, train=True, augment="flip")
+    outs = [flip(image) for _ in range(32)]
+    assert all(torch.equal(o, plain) or torch.equal(o, plain.flip(-1)) for o in outs)
+    assert any(torch.equal(o, plain.flip(-1)) for o in outs)
+    crop = reference_transform(ds, train=True, augment="crop-flip")
+    assert any(not (torch.equal(o, plain) or torch.equal(o, plain.flip(-1)))
+               for o in (crop(image) for _ in range(32)))
+    # The run's loader passes the recipe's choice on.
+    originals = [normalize(x, ds.mean, ds.std) for x in ds.images]
+    loader = EpochDataLoader(ds, 4, num_workers=0, seed=0, augment="none")
+    for x, _ in loader:
+        assert all(any(torch.equal(image, o) for o in originals) for image in x)
