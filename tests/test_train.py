@@ -708,3 +708,20 @@ def test_the_torch_loader_honours_augment():
     loader = EpochDataLoader(ds, 4, num_workers=0, seed=0, augment="none")
     for x, _ in loader:
         assert all(any(torch.equal(image, o) for o in originals) for image in x)
+
+
+def test_a_checkpoint_written_before_the_validation_split_still_resumes(tmp_path, monkeypatch):
+    # Checkpoints of earlier versions have no val_size in their recipe and no validation
+    # record in their config: they resume as runs without a validation split, exactly.
+    full = attn_lib.train(out_dir=tmp_path / "full", epochs=2, **TINY)
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=tmp_path / "old", epochs=2, **TINY)
+    path = tmp_path / "old" / "last.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["validation"], ckpt["config"]["recipe"]["val_size"]
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    resumed = attn_lib.train(out_dir=tmp_path / "old", resume=True, **TINY)
+    assert _strip(resumed.history) == _strip(full.history)
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert config["validation"] is None and config["recipe"]["val_size"] == 0

@@ -53,12 +53,12 @@ def evaluate(
     """
     if isinstance(model, (str, Path)):
         model, _ = load_model(model)
-    dev = torch.device(device) if device is not None else model_device(model)
-    if model_device(model) != dev:
-        model = model.to(dev)
-    prec = resolve_precision(dev, precision)
-    batches = _batches(data, batch_size, dev, channels_last)
-    sums = evaluation_sums(model, batches, tta, dev, prec, channels_last, progress)
+    device = torch.device(device) if device is not None else model_device(model)
+    if model_device(model) != device:
+        model = model.to(device)
+    resolved = resolve_precision(device, precision)
+    batches = _batches(data, batch_size, device, channels_last)
+    sums = evaluation_sums(model, batches, tta, device, resolved, channels_last, progress)
     return metrics_from_sums(sums, tta)
 
 

@@ -93,6 +93,7 @@ def resolve_settings(model: str | nn.Module | None, dataset: str | None,
         config = _new_config(model_name or MAIN_MODEL, dataset or MAIN_DATASET, device, preset,
                              overrides, data_dir, model_options, instance, seed)
     recipe = Recipe.from_dict(config["recipe"])
+    config["recipe"] = recipe.to_dict()  # an older run's: with the fields added since
     config["channels_last"] = _memory_format(config.get("channels_last"), channels_last, device)
     if ckpt is None:
         config["precision"] = resolve_precision(device, recipe.precision)
