@@ -228,7 +228,7 @@ def _add_localize(parser: argparse.ArgumentParser) -> None:
                         help="dataset split (default: test)")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data lives")
     parser.add_argument("--limit", type=int, default=1000, metavar="N",
-                        help="score the first N images (default: 1000; 0 = all)")
+                        help="score N images, a seeded random draw (default: 1000; 0 = all)")
     parser.add_argument("--batch-size", type=int, default=100, metavar="N",
                         help="images per forward pass (default: 100)")
     parser.add_argument("--device", default=None,
