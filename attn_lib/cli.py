@@ -222,7 +222,7 @@ def _add_localize(parser: argparse.ArgumentParser) -> None:
                              "scored too")
     parser.add_argument("--gradcam", action="store_true",
                         help="also score Grad-CAM of the --checkpoint model itself")
-    parser.add_argument("--dataset", default=None,
+    parser.add_argument("--dataset", default=None, choices=DATASETS,
                         help="dataset with object masks (default: the checkpoint's, synthetic)")
     parser.add_argument("--split", default="test", choices=SPLITS,
                         help="dataset split (default: test)")
