@@ -53,9 +53,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 
 # Results stay in mutants/; `mutmut results` lists the survivors, `mutmut show NAME` one diff.
-# Of training/loop.py only train_step has fast tests: its other functions report "no tests".
-# Results stay in mutants/; `mutmut results` lists the survivors, `mutmut show NAME` one diff.
-# Of training/loop.py only train_step has fast tests: its other functions report "no tests".
+# Of the training loop only train_step (training/epoch.py) has fast tests: its other functions
+# report "no tests".
 mutate: setup-dev
 	ATTN_LIB_SKIP_SLOW_TESTS=1 nice -n 19 $(BIN)/mutmut run $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json

@@ -7,6 +7,7 @@
 
 from .checkpoint import CheckpointError, load_model
 from .config import smoke_mode
+from .figures import plot_history
 from .maps.gradcam import gradcam
 from .models import (
     DEFAULT_OPTIONS,
@@ -20,8 +21,9 @@ from .models import (
     pc_compatibility,
 )
 from .models.weights import list_weights
+from .runs import train
 from .study import reproduce
-from .training import NonFiniteLossError, TrainResult, evaluate, plot_history, train
+from .training import NonFiniteLossError, TrainResult, evaluate
 
 __version__ = "0.1.0"
 

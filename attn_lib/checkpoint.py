@@ -7,20 +7,23 @@ numbers, strings, lists, dicts only -- no pickled code), with::
     history, data (dataset, classes, mean, std, image_size), config (the run's settings),
     train_state (optimizer, schedule, scaler, EMA, RNG states; only in ``last.pt``)
 
-Files are written to a temporary file in the same folder, fsynced, then renamed over the
-target with ``os.replace`` (atomic on POSIX and Windows), so a crash at any moment leaves
+Files are written atomically (:func:`attn_lib._io.atomic_write`): a crash at any moment leaves
 either the old or the new checkpoint, never a torn one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import torch
+
+from ._io import atomic_write_bytes
+from ._validation import first_line
+from .data import ArrayDataset, load_dataset
+from .models import build_model
 
 FORMAT = "attn-lib/checkpoint"
 #: 2: ``vgg`` became the paper's baseline (vgg_bn_drop); version-1 files named ``vgg`` hold the
@@ -37,28 +40,6 @@ PathLike = Union[str, Path]
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, foreign, or of another model than expected."""
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the mode any new file would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a stray temp file behind.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
@@ -99,10 +80,9 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu",
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a torn or foreign file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: cannot read the checkpoint (truncated, corrupt or not a PyTorch file): "
-            f"{reason[:200]}"
+            f"{first_line(exc)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -138,17 +118,14 @@ def _upgrade(ckpt: dict[str, Any]) -> None:
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: PathLike = "checkpoint"):
     """Rebuild the model a loaded checkpoint describes and load its weights (eval mode)."""
-    from .models import build_model
-
     options = dict(ckpt["model_options"])
     num_classes = options.pop("num_classes", 10)
     try:
         model = build_model(ckpt["model_name"], num_classes=num_classes, **options)
         model.load_state_dict(ckpt["state_dict"])
     except (ValueError, RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: weights do not fit model {ckpt['model_name']!r}: "
-                              f"{first[:200]}") from None
+                              f"{first_line(exc)}") from None
     return model.eval()
 
 
@@ -167,12 +144,36 @@ def load_model(path: PathLike, map_location: Any = "cpu", expect_model: str | No
     return model, dict(ckpt["data"])
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable; not possible (nor needed) on Windows.
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def with_training_stats(dataset: ArrayDataset, data_info: dict[str, Any]) -> ArrayDataset:
+    """``dataset`` normalised with the statistics a model was trained with (a checkpoint's
+    ``data``), whatever the data set's own: what the model saw is what it must see again."""
+    if data_info.get("mean") is None or data_info.get("std") is None:
+        return dataset
+    return dataclasses.replace(dataset, mean=tuple(data_info["mean"]),
+                               std=tuple(data_info["std"]))
+
+
+def load_checkpoint_data(ckpt: dict[str, Any], path: PathLike, *, dataset: str | None = None,
+                         data_dir: PathLike | None = None, split: str = "test",
+                         limit: int | None = None) -> tuple[str, ArrayDataset]:
+    """The data a checkpoint's model is used on: ``(name, data set)``.
+
+    ``dataset`` defaults to the one it was trained on, ``data_dir`` to the folder it was
+    trained from (when it is that data set). The images are normalised with the training
+    statistics; a class count or image size that does not fit the model is an error naming
+    both.
+    """
+    info = ckpt["data"]
+    name = dataset or info.get("dataset") or "synthetic"
+    if data_dir is None and name == info.get("dataset"):
+        data_dir = (ckpt.get("config") or {}).get("data_dir")
+    data = load_dataset(name, split=split, data_dir=data_dir, limit=limit)
+    classes = ckpt["model_options"].get("num_classes")
+    if classes is not None and classes != len(data.classes):
+        raise ValueError(f"{path} classifies {classes} classes, but {name!r} has "
+                         f"{len(data.classes)}")
+    size = info.get("image_size")
+    if size is not None and int(size) != data.image_size:
+        raise ValueError(f"{path} was trained on {size}x{size} images, the {name!r} {split} "
+                         f"split has {data.image_size}x{data.image_size}")
+    return name, with_training_stats(data, info)

@@ -5,39 +5,65 @@ With no arguments it runs the main job: train ``vgg-att3-concat-pc`` on the synt
 metrics and an attention-map PNG in ``runs/``. Mistakes a user can make (bad paths, corrupt
 checkpoints, missing data or optional packages, bad option values) end with one ``error: ...``
 line and exit status 2; a diverging loss ends with exit status 1.
+
+The ``train`` options of the recipe are derived from :class:`attn_lib.training.Recipe`'s
+fields (their help, choices and defaults), and every list of allowed values comes from the
+module that defines it, so nothing here repeats a setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import Field
+from typing import Any
 
-from .data.datasets import DATASETS
+import torch
+
+from ._device import resolve_device
+from ._validation import first_line
+from .checkpoint import (
+    load_checkpoint,
+    load_checkpoint_data,
+    load_model,
+    model_from_checkpoint,
+    resolve_checkpoint_path,
+)
+from .data import DATASETS, SPLITS
+from .maps.localize import FORMATS, format_rows, localization_scores
 from .models import list_models
+from .models.attention import NORMALIZATIONS, WIDTH_MATCHES
+from .models.attn_vgg import POSITIONS
+from .runs import train
+from .study import SCALES, reproduce
+from .training import MAIN_MODEL, PRESETS, NonFiniteLossError, evaluate
+from .training.recipe import PRECISIONS, recipe_fields
 
 EXAMPLES = """examples:
   python -m attn_lib                                   # the main job (synthetic data)
   python -m attn_lib train --dataset cifar10 --preset fast
   python -m attn_lib train --dataset folder --data-dir .data --epochs 30
   python -m attn_lib train --out runs/a --resume       # continue an interrupted run
-  python -m attn_lib evaluate --checkpoint runs/a/best.pt
-  python -m attn_lib localize --checkpoint runs/a/best.pt
+  python -m attn_lib evaluate --checkpoint runs/a      # its best.pt, else last.pt
+  python -m attn_lib localize --checkpoint runs/a
   python -m attn_lib reproduce --scale cpu --data-dir .data   # the paper's comparison
   torchrun --standalone --nproc_per_node 8 -m attn_lib train --dataset cifar10 --preset fast
                                                        # data-parallel on 8 GPUs
 """
+#: What ``--checkpoint`` accepts (evaluate, localize).
+CHECKPOINT_HELP = ("a .pt file or a run folder (its best.pt -- written with a validation split, "
+                   "--val-size -- else its last.pt)")
 
 
-def build_parser(with_localize: bool = True) -> argparse.ArgumentParser:
-    """The argument parser (``with_localize`` adds the options of ``attn_lib.maps.localize``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
     parser = argparse.ArgumentParser(
         prog="python -m attn_lib",
         description="Learn To Pay Attention (Jetley et al., ICLR 2018): train, evaluate and "
                     "localise with attention-augmented VGGs. Without a command: the main job "
-                    "(train vgg-att3-concat-pc on synthetic data).",
+                    f"(train {MAIN_MODEL} on synthetic data).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true",
@@ -58,23 +84,17 @@ def build_parser(with_localize: bool = True) -> argparse.ArgumentParser:
                     "scale and write results.json, RESULTS.md and figures. A rerun skips "
                     "finished runs and resumes a killed one.",
         epilog=_scales_text(), formatter_class=argparse.RawDescriptionHelpFormatter))
-    localize = commands.add_parser(
+    _add_localize(commands.add_parser(
         "localize", help="score where attention points (pointing game, mass in mask)",
         description="Score the attention maps of a checkpoint against object masks "
                     "(synthetic data; CUB-200-2011's boxes): pointing game, attention mass "
-                    "inside the object and the Jaccard index of the thresholded map.")
-    if with_localize:
-        from .maps.localize import add_localize_arguments
-
-        add_localize_arguments(localize)
+                    "inside the object and the Jaccard index of the thresholded map."))
     return parser
 
 
 def _presets_text() -> str:
-    from .training.recipe import PRESETS
-
     keys = ("epochs", "batch_size", "lr", "schedule", "width", "dropout", "augment",
-            "limit_train")
+            "limit_train", "val_size")
     lines = ["presets (explicit options override them):"]
     for name, recipe in PRESETS.items():
         values = recipe.to_dict()
@@ -84,8 +104,6 @@ def _presets_text() -> str:
 
 
 def _scales_text() -> str:
-    from .study.scales import SCALES
-
     lines = ["scales (default models and seeds in brackets):"]
     for name, scale in SCALES.items():
         lines.append(f"  {name:6s} {scale.description} [{', '.join(scale.models)}; seeds "
@@ -94,8 +112,6 @@ def _scales_text() -> str:
 
 
 def _add_reproduce(p: argparse.ArgumentParser) -> None:
-    from .study.scales import SCALES
-
     p.add_argument("--scale", choices=list(SCALES), default="cpu", help="default: cpu")
     p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="default: the scale's (cifar10; synthetic for smoke)")
@@ -116,13 +132,38 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_train(p: argparse.ArgumentParser) -> None:
-    from .training.recipe import AUGMENTS, LOADERS, PRECISIONS, PRESETS, SCHEDULES
+def recipe_flag(f: Field) -> str:
+    """The command-line flag of a :class:`~attn_lib.training.Recipe` field: its own
+    (``--ema``, ``--workers``) or ``--name-with-dashes``."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
+
+def _value_type(f: Field) -> type:
+    """int, float, bool or str: the field's type without ``| None``."""
+    names = [n.strip() for n in str(f.type).split("|") if n.strip() != "None"]
+    return {"int": int, "float": float, "bool": bool, "str": str}[names[0]]
+
+
+def add_recipe_arguments(group: argparse._ArgumentGroup) -> None:
+    """One option per :class:`~attn_lib.training.Recipe` field (but ``name``: ``--preset``),
+    with the field's help and choices; unset options stay ``None`` (the preset's value). A
+    yes/no field gets ``--x`` and ``--no-x``."""
+    for f in recipe_fields():
+        kind, meta = _value_type(f), f.metadata
+        if kind is bool:
+            group.add_argument(recipe_flag(f), dest=f.name, default=None,
+                               action=argparse.BooleanOptionalAction, help=meta["help"])
+        else:
+            group.add_argument(recipe_flag(f), dest=f.name, type=kind, default=None,
+                               choices=meta["choices"], metavar=meta["metavar"],
+                               help=meta["help"])
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--model", choices=list_models(), default=None, metavar="NAME",
-                   help="model name (vgg, vgg-att{2,3}-{concat,indep}-{pc,dp}); default "
-                        "vgg-att3-concat-pc, or the checkpoint's with --resume")
+                   help=f"model name, one of {', '.join(list_models())}; default {MAIN_MODEL}, "
+                        "or the checkpoint's with --resume")
     g.add_argument("--dataset", choices=DATASETS, default=None,
                    help="data set; default synthetic (or the checkpoint's with --resume)")
     g.add_argument("--data-dir", metavar="DIR", help="where the data set lives")
@@ -140,116 +181,91 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sync-bn", dest="sync_bn", action="store_const", const=True, default=None,
                    help="under torchrun on GPUs: batch-norm statistics over the global batch "
                         "(SyncBatchNorm) rather than each process's share")
+    g.add_argument("--channels-last", dest="channels_last", default=None,
+                   action=argparse.BooleanOptionalAction,
+                   help="channels_last memory format (default on GPUs)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
-    r = p.add_argument_group("recipe (default: the preset's value)")
-    r.add_argument("--epochs", type=int)
-    r.add_argument("--batch-size", type=int,
-                   help="the global batch: under torchrun split evenly over the processes")
-    r.add_argument("--lr", type=float, help="peak (one-cycle) or initial (step) learning rate")
-    r.add_argument("--weight-decay", type=float)
-    r.add_argument("--momentum", type=float)
-    r.add_argument("--no-nesterov", dest="nesterov", action="store_const", const=False,
-                   help="plain momentum instead of Nesterov")
-    r.add_argument("--label-smoothing", type=float)
-    r.add_argument("--schedule", choices=SCHEDULES)
-    r.add_argument("--warmup", type=float, help="warm-up fraction of the one-cycle schedule")
-    r.add_argument("--ema", dest="ema_decay", type=float, metavar="DECAY",
-                   help="EMA of the weights with this decay, e.g. 0.999 (0 = off)")
-    r.add_argument("--precision", choices=PRECISIONS,
-                   help="auto: bf16 on Ampere+ GPUs, fp16 before, fp32 on CPU")
-    r.add_argument("--loader", choices=LOADERS,
-                   help="device: whole data set on the device; torch: torchvision DataLoader")
-    r.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
-    r.add_argument("--augment", choices=AUGMENTS,
-                   help="training augmentation (crop-flip: random crop with pad 4 + flip)")
-    r.add_argument("--no-tta", dest="tta", action="store_const", const=False,
-                   help="skip the flip-TTA accuracy each epoch")
-    r.add_argument("--width", type=float, help="channel multiplier (1.0 = the paper)")
-    r.add_argument("--limit-train", type=int, metavar="N", help="use N training images")
-    r.add_argument("--limit-test", type=int, metavar="N", help="use N test images")
-    cl = r.add_mutually_exclusive_group()
-    cl.add_argument("--channels-last", dest="channels_last", action="store_const", const=True,
-                    default=None, help="channels_last memory format (default on GPUs)")
-    cl.add_argument("--no-channels-last", dest="channels_last", action="store_const",
-                    const=False)
+    add_recipe_arguments(p.add_argument_group("recipe (default: the preset's value)"))
     m = p.add_argument_group("model options (default: the paper's)")
-    m.add_argument("--attention-position", choices=("before", "after"))
-    m.add_argument("--normalize", choices=("softmax", "sigmoid"))
-    m.add_argument("--match", choices=("project_l", "project_g"))
-    dr = m.add_mutually_exclusive_group()
-    dr.add_argument("--dropout", dest="dropout", action="store_const", const=True,
-                    help="the paper's dropout pattern (default, except in the cpu/smoke presets)")
-    dr.add_argument("--no-dropout", dest="dropout", action="store_const", const=False)
+    m.add_argument("--attention-position", choices=POSITIONS)
+    m.add_argument("--normalize", choices=NORMALIZATIONS)
+    m.add_argument("--match", choices=WIDTH_MATCHES)
+
+
+#: The ``train`` options that are model options (the rest of the parsed arguments are train()'s).
+MODEL_OPTION_KEYS = ("attention_position", "normalize", "match")
+#: Parsed arguments that are not keywords of train().
+NOT_TRAIN_KEYS = ("command", "debug", "quiet", "model", "dataset", "out", *MODEL_OPTION_KEYS)
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a .pt file or a run folder (its best.pt)")
+                   help=CHECKPOINT_HELP)
     p.add_argument("--model", choices=list_models(), metavar="NAME",
                    help="fail unless the checkpoint holds this model")
     p.add_argument("--dataset", choices=DATASETS, help="default: the checkpoint's")
     p.add_argument("--data-dir", metavar="DIR", help="default: the checkpoint's")
-    p.add_argument("--split", default="test", choices=("train", "test"),
+    p.add_argument("--split", default="test", choices=SPLITS,
                    help="default: test")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate N images (default: all)")
     p.add_argument("--batch-size", type=int, default=500, help="default: 500")
     p.add_argument("--device", help="torch device (default: GPU if any)")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="default: auto (bf16/fp16 on GPUs, fp32 on CPU)")
 
 
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "preset", "resume", "width", "device", "compile",
-              "seed", "limit_train", "limit_test", "weight_decay", "momentum", "nesterov",
-              "label_smoothing", "schedule", "warmup", "ema_decay", "precision", "loader",
-              "num_workers", "tta", "augment", "channels_last", "deterministic", "sync_bn")
-MODEL_OPTION_KEYS = ("attention_position", "normalize", "match", "dropout")
+def _add_localize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help=f"the model whose attention is scored: {CHECKPOINT_HELP}")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="a baseline checkpoint or run folder (e.g. of vgg) whose Grad-CAM is "
+                             "scored too")
+    parser.add_argument("--gradcam", action="store_true",
+                        help="also score Grad-CAM of the --checkpoint model itself")
+    parser.add_argument("--dataset", default=None, choices=DATASETS,
+                        help="dataset with object masks (default: the checkpoint's, synthetic)")
+    parser.add_argument("--split", default="test", choices=SPLITS,
+                        help="dataset split (default: test)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data lives")
+    parser.add_argument("--limit", type=int, default=1000, metavar="N",
+                        help="score N images, a seeded random draw (default: 1000; 0 = all)")
+    parser.add_argument("--batch-size", type=int, default=100, metavar="N",
+                        help="images per forward pass (default: 100)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--format", choices=FORMATS, default=FORMATS[0],
+                        help="output format (default: table)")
+
 
 
 def train_command(args: argparse.Namespace) -> int:
     """``train`` (and the no-argument main job)."""
-    from .training import train
-
     options = {k: getattr(args, k) for k in MODEL_OPTION_KEYS if getattr(args, k) is not None}
+    options.update({k: v for k, v in vars(args).items() if k not in NOT_TRAIN_KEYS})
     model = args.model
     if model is None and not args.resume:
-        model = "vgg-att3-concat-pc"
-    result = train(model, args.dataset, data_dir=args.data_dir, out_dir=args.out,
-                   progress=not args.quiet, **{k: getattr(args, k) for k in TRAIN_KEYS},
-                   **options)
+        model = MAIN_MODEL
+    result = train(model, args.dataset, out_dir=args.out, progress=not args.quiet, **options)
     last = result.history[-1] if result.history else {}
-    acc = last.get("test_acc_tta", last.get("test_acc"))
-    if acc is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
-        print(f"done: {len(result.history)} epochs, test accuracy {100 * last['test_acc']:.2f}%"
-              + (f" (flip TTA {100 * last['test_acc_tta']:.2f}%)" if "test_acc_tta" in last
-                 else "") + f"; run folder {result.run_dir}")
+    if last and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
+        tta = (f" (flip TTA {100 * last['test_acc_tta']:.2f}%)" if "test_acc_tta" in last
+               else "")
+        print(f"done: {len(result.history)} epochs, test accuracy "
+              f"{100 * last['test_acc']:.2f}%{tta}; run folder {result.run_dir}")
     return 0
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """``evaluate``: print accuracy and flip-TTA accuracy of a checkpoint."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
-    from .data import load_dataset
-    from .training import evaluate, resolve_device
-
     device = resolve_device(args.device)
     path = resolve_checkpoint_path(args.checkpoint)
     ckpt = load_checkpoint(path, expect_model=args.model)
     model = model_from_checkpoint(ckpt, path).to(device)
-    info = ckpt["data"]
-    name = args.dataset or info.get("dataset") or "synthetic"
-    data_dir = args.data_dir
-    if data_dir is None and name == info.get("dataset"):
-        data_dir = (ckpt.get("config") or {}).get("data_dir")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
-    dataset = load_dataset(name, split=args.split, data_dir=data_dir, limit=args.limit)
-    classes = ckpt["model_options"].get("num_classes")
-    if classes is not None and classes != len(dataset.classes):
-        raise ValueError(f"{path} classifies {classes} classes, but {name!r} has "
-                         f"{len(dataset.classes)}")
-    if info.get("mean") and info.get("std"):
-        # Normalise with the statistics the model was trained with.
-        dataset = dataclasses.replace(dataset, mean=tuple(info["mean"]), std=tuple(info["std"]))
+    name, dataset = load_checkpoint_data(ckpt, path, dataset=args.dataset,
+                                         data_dir=args.data_dir, split=args.split,
+                                         limit=args.limit)
     metrics = evaluate(model, dataset, tta=True, batch_size=args.batch_size,
                        precision=args.precision)
     print(f"{path}: {ckpt['model_name']} (epoch {ckpt['epoch']}) on {name} {args.split}, "
@@ -259,17 +275,55 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def localize_command(args: argparse.Namespace) -> int:
-    """``localize``: delegated to :mod:`attn_lib.maps.localize` (imported only when used)."""
-    from .maps.localize import localize_command as run
+def _same_stats(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    pairs = zip(list(a.get("mean", ())) + list(a.get("std", ())),
+                list(b.get("mean", ())) + list(b.get("std", ())))
+    return all(abs(float(x) - float(y)) < 1e-6 for x, y in pairs)
 
-    return run(args)
+
+def localize_command(args: argparse.Namespace) -> int:
+    """``localize``: print the localisation table of a checkpoint's attention (and of
+    Grad-CAM, of a baseline or of the model itself) against the data's object masks."""
+    if args.limit is not None and args.limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {args.limit}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    device = resolve_device(args.device)
+    path = resolve_checkpoint_path(args.checkpoint)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = model_from_checkpoint(ckpt, path).to(device)
+    info = dict(ckpt["data"])
+    baseline = None
+    if args.baseline:
+        baseline, base_info = load_model(args.baseline, map_location="cpu")
+        baseline.to(device)
+        if base_info.get("dataset") != info.get("dataset") or not _same_stats(info, base_info):
+            raise ValueError(
+                f"--baseline {args.baseline} was trained on {base_info.get('dataset')!r} with "
+                f"other statistics than --checkpoint {args.checkpoint} ({info.get('dataset')!r}); "
+                "both must be trained on the same dataset"
+            )
+    name, dataset = load_checkpoint_data(ckpt, path, dataset=args.dataset,
+                                         data_dir=args.data_dir, split=args.split,
+                                         limit=args.limit or None)
+    if dataset.masks is None:
+        raise ValueError(
+            f"dataset {name!r} has no object masks, so localisation cannot be scored; use a "
+            "checkpoint trained on a dataset with masks: synthetic (python -m attn_lib train) "
+            "or cub200 (bounding boxes)"
+        )
+    rows = localization_scores(model, dataset, baseline=baseline, gradcam=args.gradcam or None,
+                               batch_size=args.batch_size)
+    if args.format == "table":
+        area = rows[-1].mass_in_mask
+        print(f"localisation on {name} {args.split}: {rows[-1].images} images, objects cover "
+              f"{area:.1%} of the image on average (the uniform row is chance)")
+    print(format_rows(rows, args.format))
+    return 0
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
     """``reproduce``: run a study and print where its results are."""
-    from .study import reproduce
-
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be a positive integer, got {args.epochs}")
     result = reproduce(args.dataset, args.scale, models=args.models, seeds=args.seeds,
@@ -292,16 +346,11 @@ def check_device(name: str | None) -> None:
     """
     if name is None:
         return
-    import torch
-
-    from .training import resolve_device
-
     device = resolve_device(name)  # ValueError for a malformed name or CUDA without a GPU
     try:
         (torch.zeros(1, device=device) + 1).cpu()  # meta tensors fail here: they hold no data
     except Exception as exc:  # torch raises RuntimeError, NotImplementedError, AssertionError
-        text = str(exc).strip()
-        reason = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+        reason = first_line(exc).split(". ")[0]
         raise ValueError(f"device {name!r} cannot be used on this machine ({reason}); "
                          "use cpu, or cuda on a machine with a GPU") from None
 
@@ -313,11 +362,7 @@ COMMANDS = {"train": train_command, "evaluate": evaluate_command, "localize": lo
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m attn_lib`` and the ``attn-lib`` script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Import attn_lib.maps.localize only for its own command, so that a problem there can never
-    # break training.
-    wants_localize = "localize" in argv and all(a.startswith("-") for a in
-                                                argv[:argv.index("localize")])
-    parser = build_parser(with_localize=wants_localize)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # no command: the main job, with train's defaults
         args = parser.parse_args([*argv, "train"])
@@ -328,8 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from .training import NonFiniteLossError
-
         # A missing optional package (scipy for SVHN, ...) is the user's to install: one line.
         if args.debug or not isinstance(exc, (ValueError, FileNotFoundError, ImportError,
                                               NonFiniteLossError)):
@@ -337,3 +380,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1 if isinstance(exc, NonFiniteLossError) else 2
+
+
+def recipe_reference() -> str:
+    """The Markdown table of every recipe setting -- its ``train()`` keyword, its flag, each
+    preset's value, its choices and its help -- that ``docs/RECIPES.md`` holds (written by
+    ``tools/write_recipes_doc.py``; a test fails when the page and the code differ)."""
+    presets = list(PRESETS)
+    lines = ["| `train()` keyword | `train` option | " + " | ".join(f"`{p}`" for p in presets)
+             + " | meaning |", "|---" * (len(presets) + 3) + "|"]
+    for f in recipe_fields():
+        values = " | ".join(f"{getattr(PRESETS[p], f.name)!r}" for p in presets)
+        flag = recipe_flag(f)
+        if _value_type(f) is bool:
+            flag += f" / --no-{flag[2:]}"
+        choices = f.metadata["choices"]
+        meaning = f.metadata["help"] + (f" (one of {', '.join(choices)})" if choices else "")
+        lines.append(f"| `{f.name}` | `{flag}` | {values} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -38,10 +38,11 @@ from pathlib import Path
 import torch
 
 import attn_lib
+from attn_lib._device import synchronize
 from attn_lib.data import DeviceLoader, load_dataset, torch_dataloader
-from attn_lib.training.loop import train_step
+from attn_lib.training.epoch import train_step
 from attn_lib.training.optim import build_optimizer
-from attn_lib.training.precision import make_scaler, resolve_precision, synchronize
+from attn_lib.training.precision import make_scaler, resolve_precision
 from attn_lib.training.recipe import get_preset
 
 REPO = Path(__file__).resolve().parents[1]

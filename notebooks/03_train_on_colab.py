@@ -309,10 +309,10 @@ display(attn_lib.plot_history(result.history, title=MODEL))
 #
 # `last.pt` is the resumable state (weights, optimiser, schedule, random number generators) and
 # the run's final weights, `metrics.jsonl` one line of metrics per epoch, `config.json` the
-# settings and the PNG files the run's figures. A `best.pt`, where the library writes one, holds
-# the weights of a selected epoch; this notebook and notebook 04 do not use it, and report the
-# **final weights**: weights picked for their accuracy on the test set would make that accuracy
-# an optimistic estimate, not a measurement.
+# settings and the PNG files the run's figures. A `best.pt` is written only when the run holds
+# out a validation split of its training images (`val_size`, 5,000 in the `paper` preset), and
+# then holds the epoch with the best *validation* accuracy, never one picked on the test set.
+# This notebook and notebook 04 report the **final weights**.
 
 # %%
 for path in sorted(result.run_dir.iterdir()):

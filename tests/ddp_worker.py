@@ -23,7 +23,7 @@ import torch.distributed as dist
 import attn_lib
 from attn_lib.data import DeviceLoader, load_dataset
 from attn_lib.training import distributed
-from attn_lib.training.loop import train_step
+from attn_lib.training.epoch import train_step
 from attn_lib.training.precision import make_scaler
 
 #: Shared with the test: the data, the global batch and the model of the gradient check.

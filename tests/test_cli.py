@@ -38,7 +38,8 @@ def test_no_argument_main_job_leaves_a_run_folder(main_job):
     assert proc.returncode == 0, proc.stderr
     run_dir = cwd / MAIN_RUN
     names = {p.name for p in run_dir.iterdir()}
-    assert {"last.pt", "best.pt", "metrics.jsonl", "config.json"} <= names
+    assert {"last.pt", "metrics.jsonl", "config.json"} <= names
+    assert "best.pt" not in names  # no validation split: the test set selects nothing
     if importlib.util.find_spec("matplotlib") is not None:
         assert "attention.png" in names, proc.stderr
     else:  # training succeeds without the plotting dependency, and says what is missing
@@ -48,10 +49,11 @@ def test_no_argument_main_job_leaves_a_run_folder(main_job):
 
 def test_evaluate_prints_accuracy_and_tta_accuracy(main_job, capsys):
     cwd, _ = main_job
-    code = main(["evaluate", "--checkpoint", str(cwd / MAIN_RUN / "best.pt"), "--limit", "64"])
+    code = main(["evaluate", "--checkpoint", str(cwd / MAIN_RUN), "--limit", "64"])
     out = capsys.readouterr().out
     assert code == 0
     assert "accuracy:" in out and "flip-TTA accuracy:" in out and "64 images" in out
+    assert "last.pt" in out  # a run folder without best.pt resolves to its last.pt
 
 
 def _error_line(capsys) -> str:
@@ -66,7 +68,7 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path, capsys, main_job):
     assert "does not exist" in _error_line(capsys)
 
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes((cwd / MAIN_RUN / "best.pt").read_bytes()[:1000])
+    corrupt.write_bytes((cwd / MAIN_RUN / "last.pt").read_bytes()[:1000])
     assert main(["evaluate", "--checkpoint", str(corrupt)]) == 2
     assert str(corrupt) in _error_line(capsys)
 
@@ -75,8 +77,8 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path, capsys, main_job):
     assert main(["evaluate", "--checkpoint", str(foreign)]) == 2
     assert "not an attn-lib checkpoint" in _error_line(capsys)
 
-    best = str(cwd / MAIN_RUN / "best.pt")
-    assert main(["evaluate", "--checkpoint", best, "--model", "vgg-att2-indep-dp"]) == 2
+    last = str(cwd / MAIN_RUN / "last.pt")
+    assert main(["evaluate", "--checkpoint", last, "--model", "vgg-att2-indep-dp"]) == 2
     assert "vgg-att2-indep-dp" in _error_line(capsys)
 
     assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "nowhere"),
@@ -262,9 +264,9 @@ def test_diverging_loss_exits_with_status_1(tmp_path, capsys):
 
 
 def test_ctrl_c_exits_with_status_130(tmp_path, capsys, monkeypatch):
-    import attn_lib.training.loop as loop
+    import attn_lib.training.epoch as epoch
 
-    real_step, calls = loop.train_step, []
+    real_step, calls = epoch.train_step, []
 
     def interrupted_step(*args, **kwargs):
         calls.append(1)
@@ -272,7 +274,7 @@ def test_ctrl_c_exits_with_status_130(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the first epoch
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_step", interrupted_step)
+    monkeypatch.setattr(epoch, "train_step", interrupted_step)
     assert main(_smoke_train(tmp_path)) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted" and "Traceback" not in err
@@ -303,3 +305,73 @@ def test_ctrl_c_on_the_command_line_exits_with_status_130(tmp_path):
         proc.kill()
     assert proc.returncode == 130, err
     assert err.strip() == "interrupted", err
+
+
+# --- one place per setting: the Recipe dataclass ---------------------------------------------
+
+
+def test_every_recipe_setting_is_an_option_of_train_and_of_the_command_line(tmp_path,
+                                                                             monkeypatch):
+    # Each Recipe field (but the preset's name) is parsed from its flag and reaches train() as
+    # the keyword of the same name, and train() applies it to the run's recipe.
+    import attn_lib.runs
+    from attn_lib.cli import build_parser, recipe_flag
+    from attn_lib.training.recipe import PRESETS, recipe_fields
+    from attn_lib.training.settings import split_options
+
+    fields = recipe_fields()
+    assert {f.name for f in fields} == set(PRESETS["smoke"].to_dict()) - {"name"}
+    parser = build_parser()
+    received = {}
+    monkeypatch.setattr(attn_lib.runs, "train_without_figures",
+                        lambda *args, **kwargs: received.update(kwargs) or _FakeResult())
+    for f in fields:
+        value = getattr(PRESETS["paper"], f.name)
+        if isinstance(value, bool):
+            argv = [recipe_flag(f) if value else f"--no-{recipe_flag(f)[2:]}"]
+        elif value is None:
+            continue
+        else:
+            argv = [recipe_flag(f), str(value)]
+        args = parser.parse_args(["train", *argv])
+        assert getattr(args, f.name) == value, f.name
+        received.clear()
+        assert main(["train", *argv, "--device", "cpu"]) == 0
+        assert received[f.name] == value, f.name
+        overrides, model_options = split_options({f.name: value})
+        assert overrides[f.name] == value and not model_options
+
+
+class _FakeResult:
+    history: list = []
+    run_dir = Path("nowhere")
+
+
+def test_recipe_options_default_to_the_preset_and_choices_come_from_the_library():
+    from attn_lib.cli import build_parser
+    from attn_lib.data.loaders import AUGMENTATIONS
+    from attn_lib.models import list_models
+    from attn_lib.training import MAIN_MODEL
+
+    args = build_parser().parse_args(["train"])
+    assert args.epochs is None and args.val_size is None and args.tta is None
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train_parser._actions}
+    assert tuple(actions["augment"].choices) == AUGMENTATIONS
+    assert list(actions["model"].choices) == list_models() and "vgg-noatt" in list_models()
+    assert "vgg-noatt" in actions["model"].help and MAIN_MODEL in actions["model"].help
+
+
+def test_the_recipes_page_is_generated_from_the_recipe():
+    import subprocess
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "write_recipes_doc.py"
+    env = {**os.environ, "PYTHONPATH": str(tool.parents[1])}
+    done = subprocess.run([sys.executable, str(tool), "--check"], env=env)
+    assert done.returncode == 0, "docs/RECIPES.md is stale: run python tools/write_recipes_doc.py"
+    from attn_lib.cli import recipe_reference
+    from attn_lib.training.recipe import recipe_fields
+
+    page = (tool.parents[1] / "docs" / "RECIPES.md").read_text(encoding="utf-8")
+    assert recipe_reference() in page
+    assert all(f"| `{f.name}` |" in page for f in recipe_fields())

@@ -113,7 +113,7 @@ def test_torchrun_trains_one_run_with_one_metrics_row_per_epoch(unbroken):
     cwd, proc = unbroken
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (cwd / "runs").iterdir()  # one run folder, not one per process
-    assert {"last.pt", "best.pt", "metrics.jsonl", "config.json"} <= {
+    assert {"last.pt", "metrics.jsonl", "config.json"} <= {
         p.name for p in run_dir.iterdir()}
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3, 4]
     config = load_checkpoint(run_dir / "last.pt")["config"]

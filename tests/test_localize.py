@@ -236,7 +236,7 @@ def test_cli_prints_the_table(smoke_run, capsys):
 def test_cli_json_and_baseline(smoke_run, capsys):
     from attn_lib.cli import main
 
-    checkpoint = str(smoke_run.run_dir / "best.pt")
+    checkpoint = str(smoke_run.run_dir)
     assert main(["localize", "--checkpoint", checkpoint, "--baseline", checkpoint,
                  "--limit", "10", "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)

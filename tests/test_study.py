@@ -286,9 +286,9 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
 
 
 def test_study_resumes_a_run_killed_mid_training(tmp_path, monkeypatch) -> None:
-    import attn_lib.training.loop as loop
+    import attn_lib.training.epoch as epoch
 
-    real_append = loop.append_metrics
+    real_append = epoch.append_metrics
     calls = []
 
     def die_in_the_second_run(run_dir, row):
@@ -299,13 +299,13 @@ def test_study_resumes_a_run_killed_mid_training(tmp_path, monkeypatch) -> None:
 
     settings = dict(SMOKE, models=["vgg", "vgg-att3-concat-dp"], epochs=2)
     out = tmp_path / "out"
-    monkeypatch.setattr(loop, "append_metrics", die_in_the_second_run)
+    monkeypatch.setattr(epoch, "append_metrics", die_in_the_second_run)
     with pytest.raises(KeyboardInterrupt):
         reproduce(out_dir=out, runs_dir=tmp_path / "runs", **settings)
     # The finished run's numbers were written before the second run started.
     partial = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in partial["runs"]] == ["vgg"]
-    monkeypatch.setattr(loop, "append_metrics", real_append)
+    monkeypatch.setattr(epoch, "append_metrics", real_append)
     result = reproduce(out_dir=out, runs_dir=tmp_path / "runs", **settings)
     assert [r["model"] for r in result.results["runs"]] == ["vgg", "vgg-att3-concat-dp"]
     assert [row["epoch"] for row in result.results["runs"][1]["history"]] == [1, 2]

@@ -18,8 +18,9 @@ from conftest import LEARN
 import attn_lib
 from attn_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from attn_lib.data import load_dataset
+from attn_lib.figures import plot_history
 from attn_lib.models import ModelOutput
-from attn_lib.training import NonFiniteLossError, Recipe, evaluate, plot_history, read_metrics
+from attn_lib.training import NonFiniteLossError, Recipe, evaluate, read_metrics
 from attn_lib.training.optim import LRSchedule
 from attn_lib.training.precision import resolve_precision
 from attn_lib.training.recipe import default_preset_name, get_preset
@@ -51,7 +52,7 @@ def test_metrics_file_matches_history_and_run_folder_is_complete(learned):
     assert all(required <= set(row) for row in rows)
     assert [row["epoch"] for row in rows] == list(range(1, LEARN["epochs"] + 1))
     names = {p.name for p in learned.run_dir.iterdir()}
-    assert {"last.pt", "best.pt", "metrics.jsonl", "config.json", "curves.png"} <= names
+    assert {"last.pt", "metrics.jsonl", "config.json", "curves.png"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     config = json.loads((learned.run_dir / "config.json").read_text())
     assert config["model"] == "vgg-att3-concat-pc"
@@ -139,9 +140,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, read_every):
     # A GPU run reads the loss back only every few steps (read_every 3 here); the message must
     # still name the step whose loss was NaN, not the step that looked.
-    import attn_lib.training.loop as loop
+    import attn_lib.training.epoch as epoch
 
-    monkeypatch.setattr(loop, "HOST_READ_EVERY", {"cpu": read_every})
+    monkeypatch.setattr(epoch, "HOST_READ_EVERY", {"cpu": read_every})
     classes = len(load_dataset("synthetic", limit=1).classes)
     model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=classes, width=0.0625)
     calls = {"train": 0}
@@ -216,7 +217,7 @@ def test_schedules():
 
 
 def test_compile_warm_up_leaves_no_trace():
-    from attn_lib.training.loop import warm_up
+    from attn_lib.training.epoch import warm_up
 
     torch.manual_seed(0)
     model = attn_lib.build_model("vgg-att3-concat-pc", width=0.0625, dropout=True)
@@ -260,12 +261,12 @@ def test_compile_warm_up_changes_nothing_but_the_clock(tmp_path, monkeypatch):
     # must leak nothing into training (weights, batch-norm statistics): a compiled run with it
     # equals one without it exactly. (Compiled and eager runs differ in the last bits, which a
     # few steps of an untrained model amplify, so they are not compared.)
-    import attn_lib.training.loop as loop
+    import attn_lib.training.epoch as epoch
 
     kw = dict(preset="smoke", width=0.0625, limit_train=128, limit_test=64, epochs=2, device="cpu",
               progress=False, save_attention=False, compile=True)
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "warm_up", lambda *args, **kwargs: 0.0)
+        patch.setattr(epoch, "warm_up", lambda *args, **kwargs: 0.0)
         cold = attn_lib.train(out_dir=tmp_path / "cold", **kw).history
     # Without the warm-up, this process's first compilation lands in epoch 1's training time.
     assert cold[0]["warmup_s"] == 0
@@ -324,16 +325,16 @@ TINY = dict(preset="smoke", width=0.0625, limit_train=64, limit_test=32, batch_s
 
 def _stop_after_first_epoch(monkeypatch):
     """Make the next run stop once epoch 1 is checkpointed, as a kill would."""
-    import attn_lib.training.loop as loop
+    import attn_lib.training.epoch as epoch
 
-    real_append = loop.append_metrics
+    real_append = epoch.append_metrics
 
     def append_then_stop(run_dir, row):
         real_append(run_dir, row)
-        monkeypatch.setattr(loop, "append_metrics", real_append)
+        monkeypatch.setattr(epoch, "append_metrics", real_append)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "append_metrics", append_then_stop)
+    monkeypatch.setattr(epoch, "append_metrics", append_then_stop)
 
 
 class _StrideCheckingSGD(torch.optim.SGD):
@@ -352,14 +353,14 @@ class _StrideCheckingSGD(torch.optim.SGD):
 
 @needs_cpu_fused_sgd
 def test_resume_in_the_other_memory_format_rebuilds_the_momentum_buffers(tmp_path, monkeypatch):
-    import attn_lib.training.loop as loop
+    import attn_lib.training.run as run
 
     def fused(net, recipe, dev):
         return _StrideCheckingSGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                   nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
                                   fused=True)
 
-    monkeypatch.setattr(loop, "build_optimizer", fused)
+    monkeypatch.setattr(run, "build_optimizer", fused)
     run_dir = tmp_path / "run"
     _stop_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):  # started contiguous, as on a CPU
@@ -375,7 +376,8 @@ def test_resume_in_the_other_memory_format_rebuilds_the_momentum_buffers(tmp_pat
 
 
 def test_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
-    import attn_lib.training.loop as loop
+    import attn_lib.training.epoch as epoch
+    import attn_lib.training.settings as settings
 
     run_dir = tmp_path / "run"
     _stop_after_first_epoch(monkeypatch)
@@ -384,11 +386,11 @@ def test_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
     assert json.loads((run_dir / "config.json").read_text())["precision"] == "fp32"
 
     # Resumed on a device where "auto" means bf16 (an A100, say): it still trains in fp32.
-    real_resolve, real_autocast, used = loop.resolve_precision, loop.autocast, set()
-    monkeypatch.setattr(loop, "resolve_precision",
+    real_resolve, real_autocast, used = settings.resolve_precision, epoch.autocast, set()
+    monkeypatch.setattr(settings, "resolve_precision",
                         lambda dev, asked="auto": "bf16" if asked == "auto"
                         else real_resolve(dev, asked))
-    monkeypatch.setattr(loop, "autocast",
+    monkeypatch.setattr(epoch, "autocast",
                         lambda dev, precision: used.add(precision) or real_autocast(dev, precision))
     _stop_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -480,30 +482,35 @@ def test_evaluation_accumulates_on_the_device_and_reads_once(monkeypatch):
     assert metrics["acc"] == (logits.argmax(1) == test.labels).float().mean().item()
 
 
-# --- what best.pt and last.pt hold -----------------------------------------------------------
+# --- what best.pt and last.pt hold; the validation split ------------------------------------
+
+#: A run that holds 32 of its 96 training images out for validation.
+VALIDATED = dict(TINY, limit_train=96, val_size=32)
 
 
 @pytest.mark.parametrize("save_every_epoch", [True, False])
-def test_best_pt_holds_the_best_epoch(tmp_path, monkeypatch, save_every_epoch):
-    # Scripted test accuracies whose best epoch is neither the first nor the last; the weights
-    # evaluated in each epoch are kept to compare with the checkpoint's.
-    import attn_lib.training.loop as loop
+def test_best_pt_holds_the_epoch_of_best_validation_accuracy(tmp_path, monkeypatch,
+                                                             save_every_epoch):
+    # Scripted accuracies whose best validation epoch is neither the first nor the last, and
+    # whose test accuracy peaks elsewhere: best.pt follows validation, never the test set.
+    import attn_lib.training.epoch as epoch
+    import attn_lib.training.run_folder as run_folder
 
-    accuracies, evaluated = iter([0.5, 0.9, 0.3]), []
+    val, test, evaluated = iter([0.5, 0.9, 0.3]), iter([0.2, 0.1, 0.95]), []
 
     def scripted(run):
-        evaluated.append({k: v.clone() for k, v in run.evaluated.state_dict().items()})
-        acc = next(accuracies)
-        return {"test_loss": 1 - acc, "test_acc": acc, "test_loss_tta": 1 - acc,
-                "test_acc_tta": acc}
+        evaluated.append({k: v.clone() for k, v in run.eval_model.state_dict().items()})
+        v, t = next(val), next(test)
+        return {"val_loss": 1 - v, "val_acc": v, "val_loss_tta": 1 - v, "val_acc_tta": v,
+                "test_loss": 1 - t, "test_acc": t, "test_loss_tta": 1 - t, "test_acc_tta": t}
 
     writes = []
-    real_save = loop.save_checkpoint
-    monkeypatch.setattr(loop, "_evaluate_epoch", scripted)
-    monkeypatch.setattr(loop, "save_checkpoint",
+    real_save = run_folder.save_checkpoint
+    monkeypatch.setattr(epoch, "evaluate_epoch", scripted)
+    monkeypatch.setattr(run_folder, "save_checkpoint",
                         lambda path, payload: writes.append(path.name) or real_save(path, payload))
     result = attn_lib.train(out_dir=tmp_path / "run", epochs=3, ema_decay=0.9,
-                            save_every_epoch=save_every_epoch, **TINY)
+                            save_every_epoch=save_every_epoch, **VALIDATED)
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["epoch"] == 2 and best["history"] == result.history[:2]
     for key, value in best["state_dict"].items():
@@ -518,16 +525,91 @@ def test_best_pt_holds_the_best_epoch(tmp_path, monkeypatch, save_every_epoch):
         assert len(read_metrics(tmp_path / "run")) == 3  # the metrics still go out every epoch
 
 
-def test_best_pt_of_a_real_run_reproduces_its_epochs_accuracy(learned):
-    best = load_checkpoint(learned.run_dir / "best.pt")
-    scores = [row["test_acc_tta"] for row in learned.history]
+def test_without_a_validation_split_no_best_pt_is_written(learned):
+    # The test set never selects a checkpoint: a run without validation images (the default)
+    # leaves last.pt only, and a run folder resolves to it.
+    assert not (learned.run_dir / "best.pt").exists()
+    assert all("val_acc" not in row for row in learned.history)
+    assert json.loads((learned.run_dir / "config.json").read_text())["validation"] is None
+    assert attn_lib.load_model(learned.run_dir)[0] is not None
+
+
+def test_best_pt_of_a_real_run_reproduces_its_epochs_validation_accuracy(tmp_path):
+    from attn_lib.training.run import validation_indices
+
+    result = attn_lib.train(out_dir=tmp_path / "run", epochs=3, **VALIDATED)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    scores = [row["val_acc_tta"] for row in result.history]
     assert best["epoch"] == scores.index(max(scores)) + 1
-    model, _ = attn_lib.load_model(learned.run_dir / "best.pt")
-    test = load_dataset("synthetic", "test", limit=LEARN["limit_test"])
-    metrics = evaluate(model, test, tta=True)
-    row = learned.history[best["epoch"] - 1]
-    assert metrics["acc"] == pytest.approx(row["test_acc"], abs=1e-6)
-    assert metrics["acc_tta"] == pytest.approx(row["test_acc_tta"], abs=1e-6)
+    row = result.history[best["epoch"] - 1]
+    model, _ = attn_lib.load_model(tmp_path / "run" / "best.pt")
+    # The validation images, drawn again from what config.json records.
+    record = json.loads((tmp_path / "run" / "config.json").read_text())["validation"]
+    train = load_dataset("synthetic", "train", limit=VALIDATED["limit_train"], seed=0)
+    held_out = train.subset(validation_indices(record["train_images"], record["size"],
+                                               record["seed"]))
+    metrics = evaluate(model, held_out, tta=True)
+    assert metrics["n"] == 32
+    assert metrics["acc"] == pytest.approx(row["val_acc"], abs=1e-6)
+    assert metrics["acc_tta"] == pytest.approx(row["val_acc_tta"], abs=1e-6)
+    test = load_dataset("synthetic", "test", limit=VALIDATED["limit_test"])
+    assert evaluate(model, test)["acc"] == pytest.approx(row["test_acc"], abs=1e-6)
+
+
+def test_the_validation_split_is_seeded_disjoint_from_training_and_recorded(tmp_path,
+                                                                           monkeypatch):
+    import attn_lib.training.loop as loop
+    from attn_lib.training.run import split_validation, validation_indices
+
+    train = load_dataset("synthetic", "train", limit=200, seed=0)
+    kept, held_out, record = split_validation(train, 50, seed=3)
+    assert (len(kept), len(held_out)) == (150, 50)
+    assert record == {"size": 50, "seed": 3, "train_images": 200}
+    ids = {bytes(image.numpy().tobytes()) for image in train.images}
+    assert len(ids) == 200  # the synthetic images are distinct, so they identify themselves
+    kept_ids = {bytes(image.numpy().tobytes()) for image in kept.images}
+    held_ids = {bytes(image.numpy().tobytes()) for image in held_out.images}
+    assert not kept_ids & held_ids and kept_ids | held_ids == ids
+    # Same seed, same split; another seed, another.
+    assert torch.equal(validation_indices(200, 50, 3), validation_indices(200, 50, 3))
+    assert not torch.equal(validation_indices(200, 50, 3), validation_indices(200, 50, 4))
+    assert split_validation(train, 0, seed=3) == (train, None, None)
+    with pytest.raises(ValueError, match="val_size 200 leaves no training images"):
+        validation_indices(200, 200, 0)
+
+    # A run trains on the kept images only and validates on the held-out ones, whose record
+    # config.json keeps; a resumed run draws the same split.
+    seen = []
+    real_build = loop.build_run
+
+    def spy(settings):
+        run = real_build(settings)
+        seen.append((run.train_ds.images.clone(), run.val_ds.images.clone()))
+        return run
+
+    monkeypatch.setattr(loop, "build_run", spy)
+    run_dir = tmp_path / "run"
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=run_dir, epochs=2, seed=5, **VALIDATED)
+    resumed = attn_lib.train(out_dir=run_dir, resume=True, **VALIDATED)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["validation"] == {"size": 32, "seed": 5, "train_images": 96}
+    assert config["recipe"]["val_size"] == 32
+    (first_train, first_val), (again_train, again_val) = seen
+    assert torch.equal(first_train, again_train) and torch.equal(first_val, again_val)
+    assert len(first_train) == 64 and len(first_val) == 32
+    train_ids = {bytes(x.numpy().tobytes()) for x in first_train}
+    assert not train_ids & {bytes(x.numpy().tobytes()) for x in first_val}
+    assert all({"val_loss", "val_acc"} <= set(row) for row in resumed.history)
+    assert (run_dir / "best.pt").is_file()
+
+
+def test_the_paper_preset_holds_out_5000_images_and_the_others_none():
+    assert get_preset("paper").val_size == 5000
+    assert [get_preset(name).val_size for name in ("fast", "cpu", "smoke")] == [0, 0, 0]
+    with pytest.raises(ValueError, match="val_size must be a non-negative integer"):
+        Recipe.from_dict({**get_preset("smoke").to_dict(), "val_size": -1})
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -552,7 +634,7 @@ def test_attention_png_shows_one_test_image_per_class(tmp_path, monkeypatch):
 def test_a_plotting_error_is_a_warning_naming_it(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     import attn_lib.maps.viz as viz
-    from attn_lib.training.loop import FigureWarning
+    from attn_lib.figures import FigureWarning
 
     def broken(*args, **kwargs):
         raise RuntimeError("no room for the colour bar")
@@ -566,7 +648,7 @@ def test_a_plotting_error_is_a_warning_naming_it(tmp_path, monkeypatch):
 
 
 def test_a_missing_plotting_dependency_is_a_warning_naming_it(tmp_path, monkeypatch):
-    from attn_lib.training.loop import FigureWarning
+    from attn_lib.figures import FigureWarning
 
     monkeypatch.setitem(sys.modules, "attn_lib.maps.viz", None)  # as if it cannot be imported
     with pytest.warns(FigureWarning, match="attention.png not written: an optional dependency "
@@ -601,3 +683,46 @@ def test_the_tests_run_on_the_cpu():
 
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == ""
     assert resolve_device(None).type == "cpu" and not torch.cuda.is_available()
+
+
+def test_the_torch_loader_honours_augment():
+    # The torchvision path applies the recipe's augmentation as the device loader does: none,
+    # flip only, or random crop (pad 4) + flip.
+    from attn_lib.data import normalize, reference_transform
+    from attn_lib.training.run import EpochDataLoader
+
+    ds = load_dataset("synthetic", "train", limit=8)
+    image = ds.images[0]
+    plain = normalize(image, ds.mean, ds.std)
+    torch.manual_seed(0)
+    none = reference_transform(ds, train=True, augment="none")
+    assert all(torch.equal(none(image), plain) for _ in range(8))
+    flip = reference_transform(ds, train=True, augment="flip")
+    outs = [flip(image) for _ in range(32)]
+    assert all(torch.equal(o, plain) or torch.equal(o, plain.flip(-1)) for o in outs)
+    assert any(torch.equal(o, plain.flip(-1)) for o in outs)
+    crop = reference_transform(ds, train=True, augment="crop-flip")
+    assert any(not (torch.equal(o, plain) or torch.equal(o, plain.flip(-1)))
+               for o in (crop(image) for _ in range(32)))
+    # The run's loader passes the recipe's choice on.
+    originals = [normalize(x, ds.mean, ds.std) for x in ds.images]
+    loader = EpochDataLoader(ds, 4, num_workers=0, seed=0, augment="none")
+    for x, _ in loader:
+        assert all(any(torch.equal(image, o) for o in originals) for image in x)
+
+
+def test_a_checkpoint_written_before_the_validation_split_still_resumes(tmp_path, monkeypatch):
+    # Checkpoints of earlier versions have no val_size in their recipe and no validation
+    # record in their config: they resume as runs without a validation split, exactly.
+    full = attn_lib.train(out_dir=tmp_path / "full", epochs=2, **TINY)
+    _stop_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        attn_lib.train(out_dir=tmp_path / "old", epochs=2, **TINY)
+    path = tmp_path / "old" / "last.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["validation"], ckpt["config"]["recipe"]["val_size"]
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    resumed = attn_lib.train(out_dir=tmp_path / "old", resume=True, **TINY)
+    assert _strip(resumed.history) == _strip(full.history)
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert config["validation"] is None and config["recipe"]["val_size"] == 0

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attn_lib.models.attn_vgg import ModelOutput
-from attn_lib.training.loop import train_step
+from attn_lib.training.epoch import train_step
 
 
 class TinyClassifier(nn.Module):

@@ -162,12 +162,3 @@ def one_per_class(labels: Tensor, count: int) -> list[int]:
     for index, label in enumerate(labels.tolist()):
         first.setdefault(int(label), index)
     return [first[c] for c in sorted(first)][:count]
-
-
-def mix_seed(*values: int) -> int:
-    """Combine integers into one well-spread 63-bit seed (SplitMix64 finaliser)."""
-    h = 0x9E3779B97F4A7C15
-    for value in values:
-        h = (h ^ (int(value) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-    return h >> 1

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .base import ArrayDataset, DatasetNotFoundError, check_split, mix_seed
+from .._seed import mix_seed
+from .base import ArrayDataset, DatasetNotFoundError, check_split
 from .cub import load_cub200
 from .folder import default_cache_dir, load_folder
 from .synthetic import make_synthetic

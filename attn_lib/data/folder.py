@@ -18,18 +18,18 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from .._io import atomic_write
 from .base import ArrayDataset, DatasetNotFoundError, UnreadableImageError, check_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -256,7 +256,7 @@ def save_cached_arrays(root: Path, key: str, arrays: dict[str, Tensor]) -> None:
     all (no cache is not an error). Written atomically: a killed process leaves no half file."""
     for folder in _cache_dirs(root):
         try:
-            _atomic_write(folder / f"{key}.pt", lambda f: torch.save(arrays, f))
+            atomic_write(folder / f"{key}.pt", lambda f: torch.save(arrays, f))
             return
         except OSError:
             continue  # read-only data folder: try the next place
@@ -288,25 +288,11 @@ def cached_stats(root: Path, key: str, images: Callable[[], Tensor], cache: bool
         text = json.dumps({"mean": mean, "std": std}).encode()
         for folder in _cache_dirs(root):
             try:
-                _atomic_write(folder / f"{key}.json", lambda f: f.write(text))
+                atomic_write(folder / f"{key}.json", lambda f: f.write(text))
                 break
             except OSError:
                 continue
     return mean, std
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._seed import mix_seed
 from .._validation import check_choice
-from .base import ArrayDataset, mix_seed
+from .base import ArrayDataset
 
 PAD = 4
 #: Training augmentations of :class:`DeviceLoader`: random crop (pad 4) + flip, flip only, none.
@@ -210,15 +211,20 @@ class _TransformDataset(Dataset):
         return self.transform(self.ds.images[index]), int(self.ds.labels[index])
 
 
-def reference_transform(ds: ArrayDataset, train: bool) -> Callable[[Tensor], Tensor]:
-    """The usual CIFAR transform on uint8 tensors: [RandomCrop(pad 4), flip,] float, Normalize."""
+def reference_transform(ds: ArrayDataset, train: bool,
+                        augment: bool | str | None = None) -> Callable[[Tensor], Tensor]:
+    """The usual CIFAR transform on uint8 tensors: [RandomCrop(pad 4),] [flip,] float,
+    Normalize. ``augment`` as :class:`DeviceLoader` takes it: one of :data:`AUGMENTATIONS`;
+    ``None`` = crop + flip when ``train``, nothing otherwise."""
     # Imported here: torchvision adds about a second to every import of attn_lib.data.
     from torchvision import transforms
 
+    augment = _augmentation(train if augment is None else augment)
     steps: list = []
-    if train:
-        steps += [transforms.RandomCrop(ds.images.shape[-2:], padding=PAD),
-                  transforms.RandomHorizontalFlip()]
+    if augment == "crop-flip":
+        steps.append(transforms.RandomCrop(ds.images.shape[-2:], padding=PAD))
+    if augment in ("crop-flip", "flip"):
+        steps.append(transforms.RandomHorizontalFlip())
     steps += [transforms.ConvertImageDtype(torch.float32), transforms.Normalize(ds.mean, ds.std)]
     return transforms.Compose(steps)
 
@@ -253,10 +259,11 @@ class ShardedBatchSampler:
 
 def torch_dataloader(ds: ArrayDataset, batch_size: int, train: bool, num_workers: int = 2,
                      seed: int = 0, drop_last: bool | None = None, rank: int = 0,
-                     world_size: int = 1) -> DataLoader:
+                     world_size: int = 1, augment: bool | str | None = None) -> DataLoader:
     """A standard ``DataLoader`` with torchvision CPU transforms and worker processes.
 
-    Shuffles and augments when ``train``; pins memory when CUDA is available so copies to the
+    Shuffles and augments when ``train`` (``augment``: one of :data:`AUGMENTATIONS`, as for
+    :class:`DeviceLoader`; default crop + flip); pins memory when CUDA is available so copies to the
     GPU can overlap compute. ``seed`` fixes the shuffle order and the workers' seeds (with
     ``num_workers=0`` the transforms draw from the global torch RNG instead). With ``rank`` and
     ``world_size`` a training loader yields this rank's chunk of every global batch of
@@ -264,7 +271,7 @@ def torch_dataloader(ds: ArrayDataset, batch_size: int, train: bool, num_workers
     """
     if drop_last is None:
         drop_last = _default_drop_last(train, len(ds), batch_size)
-    dataset = _TransformDataset(ds, reference_transform(ds, train))
+    dataset = _TransformDataset(ds, reference_transform(ds, train, augment))
     generator = torch.Generator().manual_seed(seed)
     pin = torch.cuda.is_available()
     if not train:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .._io import atomic_write_bytes
 from .base import ArrayDataset
 
 SAMPLES_DIR = "samples"
@@ -49,8 +50,6 @@ def make_samples(test_set: ArrayDataset, per_class: int = 10, seed: int = 0,
                  path: str | os.PathLike | None = None) -> Path:
     """Draw ``per_class`` images of each class of ``test_set`` (seeded) and save them as a
     sample file (default: the package's ``cifar10`` file). Returns the path written."""
-    from ..checkpoint import atomic_write_bytes
-
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for label in range(len(test_set.classes)):

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import ArrayDataset, mix_seed
+from .._seed import mix_seed
+from .base import ArrayDataset
 
 CLASSES = ["disc", "ring", "square", "frame", "diamond", "triangle", "plus", "cross"]
 #: Object silhouette area as a fraction of the image, drawn uniformly from this range (the

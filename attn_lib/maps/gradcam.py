@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._device import model_device
+from ..models import LEVEL_LAYERS, split_output
+
 Layer = Union[int, nn.Module]
 Target = Union[int, Sequence[int], Tensor, None]
 
@@ -43,19 +46,6 @@ def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _split_output(out: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
-    if isinstance(out, Tensor):
-        return out, ()
-    logits, attention = out[0], (out[1] if len(out) > 1 else ())
-    return logits, tuple(attention)
-
-
 def resolve_layer(model: nn.Module, layer: Layer | None) -> nn.Module:
     """The module to hook: ``None`` = conv13, an int = backbone level 1..3, or a module."""
     if isinstance(layer, nn.Module):
@@ -67,8 +57,9 @@ def resolve_layer(model: nn.Module, layer: Layer | None) -> nn.Module:
         raise ValueError(
             f"{type(model).__name__} has no VGG backbone: pass the conv layer to use as layer="
         )
-    if level not in (1, 2, 3):
-        raise ValueError(f"layer must be a level 1, 2 or 3 (conv7, conv10, conv13), got {layer!r}")
+    if level not in LEVEL_LAYERS:
+        named = ", ".join(f"{k} = {v}" for k, v in LEVEL_LAYERS.items())
+        raise ValueError(f"layer must be a level ({named}), got {layer!r}")
     # Blocks 3, 4, 5 end in conv7, conv10, conv13 (+ BN + ReLU): their outputs are l1, l2, l3.
     return blocks[level + 1]
 
@@ -119,7 +110,7 @@ def gradcam_layers(
             # Gradients flow from the input so frozen parameters (requires_grad=False) still work;
             # autograd.grad below leaves the parameters' .grad untouched.
             x = images.detach().to(model_device(model)).float().requires_grad_(True)
-            logits, _ = _split_output(model(x))
+            logits, _ = split_output(model(x))
             t = _targets(target, logits)
             score = logits.gather(1, t[:, None]).sum()
             acts = [activations[i] for i in range(len(modules))]

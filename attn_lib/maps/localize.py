@@ -48,14 +48,13 @@ Rows of the table (:func:`localization_scores`):
   scored by its exact expected Jaccard (hypergeometric, no sampling); mass in mask and pointing
   game as ``uniform``. The row every reading of a map should be read against.
 
-Command line: ``python -m attn_lib localize --checkpoint runs/.../best.pt [--baseline vgg.pt]``.
+Command line: ``python -m attn_lib localize --checkpoint RUN_FOLDER [--baseline vgg.pt]``
+(:mod:`attn_lib.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -65,9 +64,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._device import model_device
+from ..models import LEVEL_LAYERS, split_output
+from .gradcam import gradcam_layers, upsample_maps
 from .contribution import contribution_maps
-from .gradcam import _split_output, gradcam_layers, model_device, upsample_maps
-from .viz import LEVEL_LAYERS
 
 #: Grad-CAM layers scored, as attention levels (1 = conv7, 2 = conv10, 3 = conv13).
 GRADCAM_LEVELS = (1, 2, 3)
@@ -317,7 +317,7 @@ class _Accumulator:
 
 @torch.no_grad()
 def _attention_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    logits, attention = _split_output(model(x))
+    logits, attention = split_output(model(x))
     return logits.argmax(1).cpu(), tuple(a.float().cpu() for a in attention)
 
 
@@ -478,6 +478,10 @@ def format_table(rows: Sequence[LocalizationRow]) -> str:
     return "\n".join(lines)
 
 
+#: The output formats of :func:`format_rows` (and ``localize --format``).
+FORMATS = ("table", "csv", "json")
+
+
 def format_rows(rows: Sequence[LocalizationRow], fmt: str = "table") -> str:
     """The rows as ``table`` (aligned text), ``csv`` or ``json`` (a list of objects)."""
     if fmt == "table":
@@ -491,101 +495,4 @@ def format_rows(rows: Sequence[LocalizationRow], fmt: str = "table") -> str:
         writer.writeheader()
         writer.writerows(records)
         return out.getvalue().rstrip("\n")
-    raise ValueError(f"unknown format {fmt!r}; expected table, csv or json")
-
-
-def add_localize_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``localize`` sub-command's options to ``parser``."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="the model whose attention is scored: a .pt file or a run folder "
-                             "(its best.pt)")
-    parser.add_argument("--baseline", metavar="PATH",
-                        help="a baseline checkpoint or run folder (e.g. of vgg) whose Grad-CAM is "
-                             "scored too")
-    parser.add_argument("--gradcam", action="store_true",
-                        help="also score Grad-CAM of the --checkpoint model itself")
-    parser.add_argument("--dataset", default=None,
-                        help="dataset with object masks (default: the checkpoint's, synthetic)")
-    parser.add_argument("--split", default="test", choices=("train", "test"),
-                        help="dataset split (default: test)")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data lives")
-    parser.add_argument("--limit", type=int, default=1000, metavar="N",
-                        help="score the first N images (default: 1000; 0 = all)")
-    parser.add_argument("--batch-size", type=int, default=100, metavar="N",
-                        help="images per forward pass (default: 100)")
-    parser.add_argument("--device", default=None,
-                        help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                        help="output format (default: table)")
-
-
-def _same_stats(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    pairs = zip(list(a.get("mean", ())) + list(a.get("std", ())),
-                list(b.get("mean", ())) + list(b.get("std", ())))
-    return all(abs(float(x) - float(y)) < 1e-6 for x, y in pairs)
-
-
-def localize_command(args: argparse.Namespace) -> int:
-    """Run ``python -m attn_lib localize``: print the localisation table; return the exit code.
-
-    User errors (missing checkpoint, a dataset without masks, mismatched checkpoints) raise
-    ``ValueError`` / ``FileNotFoundError`` for the CLI to report as one line.
-    """
-    from ..checkpoint import (
-        load_checkpoint,
-        load_model,
-        model_from_checkpoint,
-        resolve_checkpoint_path,
-    )
-    from ..data import load_dataset
-    from ..training import resolve_device
-
-    if args.limit is not None and args.limit < 0:
-        raise ValueError(f"--limit must be >= 0, got {args.limit}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    device = resolve_device(args.device)  # ValueError for a bad or missing device
-    path = resolve_checkpoint_path(args.checkpoint)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    model = model_from_checkpoint(ckpt, path).to(device)
-    info = dict(ckpt["data"])
-    baseline = None
-    if args.baseline:
-        baseline, base_info = load_model(args.baseline, map_location="cpu")
-        baseline.to(device)
-        if base_info.get("dataset") != info.get("dataset") or not _same_stats(info, base_info):
-            raise ValueError(
-                f"--baseline {args.baseline} was trained on {base_info.get('dataset')!r} with "
-                f"other statistics than --checkpoint {args.checkpoint} ({info.get('dataset')!r}); "
-                "both must be trained on the same dataset"
-            )
-    name = args.dataset or info.get("dataset") or "synthetic"
-    data_dir = args.data_dir
-    if data_dir is None and name == info.get("dataset"):
-        # The folder the checkpoint was trained from, as evaluate does.
-        data_dir = (ckpt.get("config") or {}).get("data_dir")
-    dataset = load_dataset(name, split=args.split, data_dir=data_dir,
-                           limit=args.limit or None)
-    if dataset.masks is None:
-        raise ValueError(
-            f"dataset {name!r} has no object masks, so localisation cannot be scored; use a "
-            "checkpoint trained on a dataset with masks: synthetic (python -m attn_lib train) "
-            "or cub200 (bounding boxes)"
-        )
-    size = info.get("image_size")
-    if size is not None and int(size) != dataset.image_size:
-        raise ValueError(
-            f"{args.checkpoint} was trained on {size}x{size} images, the {name!r} {args.split} "
-            f"split has {dataset.image_size}x{dataset.image_size}"
-        )
-    if info.get("mean") is not None and info.get("std") is not None:
-        # Normalise with the statistics the model was trained with, whatever the split's.
-        dataset = dataclasses.replace(dataset, mean=tuple(info["mean"]), std=tuple(info["std"]))
-    rows = localization_scores(model, dataset, baseline=baseline, gradcam=args.gradcam or None,
-                               batch_size=args.batch_size)
-    if args.format == "table":
-        area = rows[-1].mass_in_mask
-        print(f"localisation on {name} {args.split}: {rows[-1].images} images, objects cover "
-              f"{area:.1%} of the image on average (the uniform row is chance)")
-    print(format_rows(rows, args.format))
-    return 0
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -26,16 +26,16 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .gradcam import _split_output, model_device, upsample_maps
+from .._device import model_device
+from ..models import LEVEL_LAYERS, split_output
 from .gradcam import gradcam as _gradcam
+from .gradcam import upsample_maps
 
 ArrayLike = Union[Tensor, np.ndarray]
 
 #: Float images may overshoot [0, 1] by this much (JPEG decoding, float round-off of
 #: un-normalising) before it counts as a range error; the overshoot is clipped.
 RANGE_TOLERANCE = 1e-3
-#: Backbone layer behind each attention level (see :mod:`attn_lib.models.backbone`).
-LEVEL_LAYERS = {1: "conv7", 2: "conv10", 3: "conv13"}
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
@@ -220,7 +220,7 @@ def predict(model: nn.Module, images: Tensor) -> tuple[Tensor, tuple[Tensor, ...
         out = model(images.to(model_device(model)))
     finally:
         model.train(was_training)
-    logits, attention = _split_output(out)
+    logits, attention = split_output(out)
     return logits.float().softmax(dim=1).cpu(), tuple(a.float().cpu() for a in attention)
 
 

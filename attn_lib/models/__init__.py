@@ -8,13 +8,14 @@
 """
 
 from .attention import AttentionEstimator, dp_compatibility, pc_compatibility
-from .attn_vgg import AttnVGG, ModelOutput
-from .backbone import VGGBackbone
+from .attn_vgg import AttnVGG, ModelOutput, split_output
+from .backbone import LEVEL_LAYERS, VGGBackbone
 from .baseline import VGGBaseline
 from .registry import DEFAULT_OPTIONS, build_model, describe_model, list_models
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "LEVEL_LAYERS",
     "AttentionEstimator",
     "AttnVGG",
     "ModelOutput",
@@ -25,4 +26,5 @@ __all__ = [
     "dp_compatibility",
     "list_models",
     "pc_compatibility",
+    "split_output",
 ]

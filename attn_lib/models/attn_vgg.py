@@ -16,19 +16,20 @@ With ``attention_levels=0`` it is the backbone without attention (``vgg-noatt``)
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice
 from .attention import AttentionEstimator
-from .backbone import INPUT_MULTIPLE, VGGBackbone
+from .backbone import INPUT_MULTIPLE, LEVEL_LAYERS, VGGBackbone
 
 AGGREGATIONS = ("concat", "indep")
 POSITIONS = ("before", "after")
-#: Which backbone levels (1 = conv7, 2 = conv10, 3 = conv13) each attention count uses.
-LEVELS_FOR_COUNT = {0: (), 2: (2, 3), 3: (1, 2, 3)}
+#: Which backbone levels (:data:`~attn_lib.models.backbone.LEVEL_LAYERS`) each attention count
+#: uses: the last two or all three.
+LEVELS_FOR_COUNT = {0: (), 2: tuple(LEVEL_LAYERS)[1:], 3: tuple(LEVEL_LAYERS)}
 
 
 class ModelOutput(NamedTuple):
@@ -36,6 +37,14 @@ class ModelOutput(NamedTuple):
 
     logits: Tensor
     attention: tuple[Tensor, ...]
+
+
+def split_output(output: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``(logits, attention maps)`` of any model's output: a :class:`ModelOutput` (or a tuple
+    ordered like it), or the bare logits tensor of a model without attention maps."""
+    if isinstance(output, Tensor):
+        return output, ()
+    return output[0], tuple(output[1]) if len(output) > 1 else ()
 
 
 class AttnVGG(nn.Module):

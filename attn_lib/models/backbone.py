@@ -34,6 +34,9 @@ VGG_BLOCKS: tuple[tuple[int, ...], ...] = (
     (512, 512, 512),
 )
 GLOBAL_CHANNELS = 512
+#: The conv layer that gives each level's local features (``l1``, ``l2``, ``l3`` above): the
+#: attention level numbering of the models, Grad-CAM's layers and the figures' labels.
+LEVEL_LAYERS = {1: "conv7", 2: "conv10", 3: "conv13"}
 #: The spatial size of the input must be a multiple of this (five halvings down to g).
 INPUT_MULTIPLE = 32
 

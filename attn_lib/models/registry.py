@@ -17,8 +17,11 @@ from typing import Any
 
 from torch import nn
 
-from .attn_vgg import AttnVGG
+from .._validation import first_line
+from .attn_vgg import LEVELS_FOR_COUNT, AttnVGG
+from .backbone import LEVEL_LAYERS
 from .baseline import VGGBaseline
+from .weights import WeightsError, get_weights, load_state_dict
 
 #: Options :func:`build_model` accepts besides the name, with their defaults.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -56,7 +59,8 @@ def _model_table() -> dict[str, ModelSpec]:
                                "backbone without attention (no pooling before conv7), "
                                "classifies g (19.7 M parameters): isolates what attention adds"),
     }
-    layers = {2: "conv10, conv13", 3: "conv7, conv10, conv13"}
+    layers = {count: ", ".join(LEVEL_LAYERS[level] for level in LEVELS_FOR_COUNT[count])
+              for count in (2, 3)}
     heads = {"concat": "descriptors concatenated, one classifier",
              "indep": "one classifier per level, scores averaged"}
     scores = {"pc": "<u, l + g>", "dp": "<l, g>"}
@@ -126,9 +130,7 @@ def build_model(name: str, num_classes: int | None = None, *, weights: str | Non
             f"accepted: {', '.join(DEFAULT_OPTIONS)}"
         )
     if weights is not None:
-        from .weights import build_with_weights
-
-        return build_with_weights(name, weights, num_classes, options)
+        return _build_with_weights(name, weights, num_classes, options)
     num_classes = 10 if num_classes is None else num_classes
     config = {**DEFAULT_OPTIONS, **options}
     if not spec.has_attention:
@@ -144,6 +146,35 @@ def build_model(name: str, num_classes: int | None = None, *, weights: str | Non
     model.name = name  # type: ignore[assignment]
     model.options = {"num_classes": num_classes, **{k: config[k] for k in DEFAULT_OPTIONS}}  # type: ignore[assignment]
     return model
+
+
+def _build_with_weights(name: str, weights: str, num_classes: int | None,
+                        options: dict[str, Any]) -> nn.Module:
+    """``build_model(name, weights=...)``: the model as its weights were trained, in eval mode.
+
+    Options given explicitly must agree with the weights' (a width or a class count the weights
+    were not trained with cannot load them).
+    """
+    entry = get_weights(name, weights)
+    trained = {**entry["options"], "width": entry["width"]}
+    conflicts = [f"{k}={v!r} (the weights have {trained.get(k)!r})" for k, v in options.items()
+                 if trained.get(k) != v]
+    classes = len(entry["classes"])
+    if num_classes is not None and num_classes != classes:
+        conflicts.append(f"num_classes={num_classes} (the weights have {classes})")
+    if conflicts:
+        raise ValueError(f"weights {entry['weights']!r} of {name!r} were trained differently: "
+                         f"{'; '.join(conflicts)}; drop these arguments to use them")
+    model = build_model(name, classes, **trained)
+    try:
+        model.load_state_dict(load_state_dict(entry))
+    except RuntimeError as exc:
+        raise WeightsError(f"weights {entry['weights']!r} do not fit model {name!r}: "
+                           f"{first_line(exc)}") from None
+    # What a user needs to feed the model correctly, kept with it.
+    model.weights_info = {k: entry[k] for k in ("weights", "dataset", "classes",  # type: ignore[assignment]
+                                                "mean", "std", "image_size")}
+    return model.eval()
 
 
 assert set(DEFAULT_OPTIONS) < set(inspect.signature(AttnVGG).parameters)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .._io import atomic_write_bytes
 
 PRETRAINED_DIR = "pretrained"
 MANIFEST = "manifest.json"
@@ -161,38 +164,6 @@ def load_state_dict(entry: dict[str, Any], progress: bool = True) -> dict[str, t
         raise
 
 
-def build_with_weights(name: str, weights: str, num_classes: int | None,
-                       options: dict[str, Any]) -> nn.Module:
-    """``build_model(name, weights=...)``: the model as its weights were trained, in eval mode.
-
-    Options given explicitly must agree with the weights' (a width or a class count the weights
-    were not trained with cannot load them).
-    """
-    from .registry import build_model
-
-    entry = get_weights(name, weights)
-    trained = {**entry["options"], "width": entry["width"]}
-    conflicts = [f"{k}={v!r} (the weights have {trained.get(k)!r})" for k, v in options.items()
-                 if trained.get(k) != v]
-    classes = len(entry["classes"])
-    if num_classes is not None and num_classes != classes:
-        conflicts.append(f"num_classes={num_classes} (the weights have {classes})")
-    if conflicts:
-        raise ValueError(f"weights {entry['weights']!r} of {name!r} were trained differently: "
-                         f"{'; '.join(conflicts)}; drop these arguments to use them")
-    model = build_model(name, classes, **trained)
-    try:
-        model.load_state_dict(load_state_dict(entry))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise WeightsError(f"weights {entry['weights']!r} do not fit model {name!r}: "
-                           f"{first[:200]}") from None
-    # What a user needs to feed the model correctly, kept with it.
-    model.weights_info = {k: entry[k] for k in ("weights", "dataset", "classes",  # type: ignore[assignment]
-                                                "mean", "std", "image_size")}
-    return model.eval()
-
-
 def export_weights(model: nn.Module, weights: str, facts: dict[str, Any],
                    directory: str | Path | None = None,
                    dtype: torch.dtype = torch.float32) -> dict[str, Any]:
@@ -214,8 +185,6 @@ def export_weights(model: nn.Module, weights: str, facts: dict[str, Any],
     Returns:
         The manifest entry written.
     """
-    from ..checkpoint import atomic_write_bytes
-
     folder = Path(directory) if directory is not None else _pretrained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in model.options.items() if k not in ("num_classes", "width")}

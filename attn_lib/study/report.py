@@ -21,16 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
-from .scales import REFERENCE_NOTE, REFERENCES
+from .._io import atomic_write_bytes
+from ..checkpoint import load_model
+from ..data import normalize, one_per_class
+from ..figures import ATTENTION_IMAGES, ATTENTION_PNG
+from ..maps.gradcam import gradcam
+from ..models import LEVEL_LAYERS
+from .scales import REFERENCE_NOTE, REFERENCES, run_name
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
 ACCURACY_PNG = "accuracy.png"
 ROBUSTNESS_PNG = "robustness.png"
-ATTENTION_PNG = "attention.png"
-#: Test images in attention.png: the first test image of each of the first classes.
-ATTENTION_IMAGES = 8
 #: PGD accuracy at the large budget up to which an attack counts as driving accuracy to ~0.
 NEAR_ZERO = 0.01
 
@@ -372,18 +374,13 @@ def plot_study_attention(results: dict[str, Any], test_set: Any, runs_dir: Path,
                          path: Path) -> Path | None:
     """The same test images (one per class) with each attention model's maps (seed 0, or its
     first seed) and Grad-CAM of the baseline ``vgg`` if it is in the study."""
-    from ..checkpoint import load_model
-    from ..data import normalize, one_per_class
-    from ..maps.gradcam import gradcam
-    from ..maps.viz import (
-        LEVEL_LAYERS,
+    from ..maps.viz import (  # matplotlib: only when drawn
         _class_name,
         _show,
         overlay_attention,
         predict,
         to_rgb_image,
     )
-    from .runner import run_name
 
     first_seed = {}
     for run in results["runs"]:

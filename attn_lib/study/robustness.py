@@ -47,8 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._device import model_device
 from ..data import ArrayDataset, normalize
-from ..training.evaluation import logits_of, model_device
+from ..models import split_output
 
 #: The paper's experiment's budgets as used by the study: 1, 2, 4 and 8 grey levels of 255.
 EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -107,7 +108,7 @@ def _loss_gradient_sign(model: nn.Module, pixels: Tensor, labels: Tensor,
     try:
         with torch.enable_grad():
             x = pixels.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(logits_of(model(normalize(x, mean, std))).float(), labels)
+            loss = F.cross_entropy(split_output(model(normalize(x, mean, std)))[0].float(), labels)
             (grad,) = torch.autograd.grad(loss, x)
     finally:
         model.train(was_training)
@@ -117,7 +118,7 @@ def _loss_gradient_sign(model: nn.Module, pixels: Tensor, labels: Tensor,
 @torch.no_grad()
 def _correct(model: nn.Module, pixels: Tensor, labels: Tensor, mean: Sequence[float],
              std: Sequence[float]) -> int:
-    return int((logits_of(model(normalize(pixels, mean, std))).argmax(1) == labels).sum())
+    return int((split_output(model(normalize(pixels, mean, std)))[0].argmax(1) == labels).sum())
 
 
 def _batches(dataset: ArrayDataset, batch_size: int, device: torch.device
@@ -319,8 +320,8 @@ def global_shuffle_effect(model: nn.Module, dataset: ArrayDataset, *, batch_size
             permutation = derangement(len(labels), generator)
             with shuffled_global(model, permutation):
                 shuffled = model(x)
-            own_pred = logits_of(own).argmax(1)
-            shuffled_pred = logits_of(shuffled).argmax(1)
+            own_pred = split_output(own)[0].argmax(1)
+            shuffled_pred = split_output(shuffled)[0].argmax(1)
             totals["own"] += int((own_pred == labels).sum())
             totals["shuffled"] += int((shuffled_pred == labels).sum())
             totals["changed"] += int((own_pred != shuffled_pred).sum())

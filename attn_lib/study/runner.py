@@ -34,11 +34,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ..checkpoint import LAST, atomic_write_bytes, load_checkpoint, model_from_checkpoint
+from .._device import resolve_device
+from .._io import atomic_write_bytes
+from ..checkpoint import LAST, load_checkpoint, model_from_checkpoint, with_training_stats
 from ..data import ArrayDataset, load_dataset
 from ..models import list_models
-from ..training import evaluate, resolve_device, train
+from ..training import evaluate, train
 from .records import load_record, provenance_note, save_record
+from .report import write_report
 from .robustness import (
     EPSILONS,
     LARGE_EPSILON,
@@ -48,7 +51,7 @@ from .robustness import (
     global_shuffle_effect,
     pgd_accuracy,
 )
-from .scales import get_scale
+from .scales import get_scale, run_name
 
 EVALUATION_FILE = "evaluation.json"
 #: Bumped when the evaluation changes, so older evaluation.json files are recomputed.
@@ -63,11 +66,6 @@ class StudyResult(NamedTuple):
 
     results: dict[str, Any]  #: everything written to results.json
     out_dir: Path  #: the results folder (results.json, RESULTS.md, figures)
-
-
-def run_name(model: str, seed: int) -> str:
-    """The folder name of one run of a study."""
-    return f"{model}-seed{seed}"
 
 
 def reproduce(
@@ -158,8 +156,6 @@ def reproduce(
 def _report(study: dict[str, Any], records: list[dict[str, Any]], models: Sequence[str],
             dev: torch.device, started: float, out: Path, test_set: ArrayDataset, runs: Path,
             figures: bool) -> dict[str, Any]:
-    from .report import write_report
-
     ordered = sorted(records, key=lambda r: (models.index(r["model"]), r["seed"]))
     study = {**study, "note": provenance_note(study["note"], ordered)}
     results = {"study": study, "environment": environment(dev),
@@ -200,7 +196,7 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
     last = run_dir / LAST
     resume = last.exists()
     result = train(model_name, dataset, data_dir=data_dir, out_dir=run_dir, resume=resume,
-                   seed=seed, device=dev, progress=progress, save_attention=False, **train_kw)
+                   seed=seed, device=dev, progress=progress, **train_kw)
     history = result.history
     ckpt = load_checkpoint(last)
     model = model_from_checkpoint(ckpt, last).to(dev)
@@ -212,7 +208,7 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
         "train_images_per_s": sum(r["images_per_s"] for r in history) / len(history),
         "history": [{k: r[k] for k in ("epoch", "train_loss", "test_acc", "elapsed_s")}
                     for r in history],
-        **evaluate_model(model, _with_stats(test_set, ckpt["data"]),
+        **evaluate_model(model, with_training_stats(test_set, ckpt["data"]),
                          attack_images=attack_images, progress=progress),
         "evaluation_version": EVALUATION_VERSION, "train_settings": train_kw,
     }
@@ -221,13 +217,6 @@ def run_one(model_name: str, seed: int, dataset: str, run_dir: Path, test_set: A
     atomic_write_bytes(run_dir / EVALUATION_FILE,
                        (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     return record
-
-
-def _with_stats(test_set: ArrayDataset, data: dict[str, Any]) -> ArrayDataset:
-    """The test set normalised with the statistics the model was trained with."""
-    import dataclasses
-
-    return dataclasses.replace(test_set, mean=tuple(data["mean"]), std=tuple(data["std"]))
 
 
 def _finished_evaluation(run_dir: Path, train_kw: dict[str, Any], test_images: int,

@@ -144,3 +144,8 @@ REFERENCES: dict[str, dict[str, list[dict[str, Any]]]] = {
 REFERENCE_NOTE = ("References were measured at full width with the authors' 300-epoch schedule "
                   "on the lossless CIFAR arrays (the authors' own preprocessing); the paper's "
                   "CIFAR-10 column is not confirmed here.")
+
+
+def run_name(model: str, seed: int) -> str:
+    """The folder name of one run of a study."""
+    return f"{model}-seed{seed}"

@@ -21,7 +21,7 @@ that each call :func:`attn_lib.train`; together they train one run:
   (with rank 0's batch-norm statistics and EMA buffers, broadcast first) and the sums are
   all-reduced, so every rank holds the metrics of the whole test set;
 * **files and output**: rank 0 alone writes checkpoints, metrics, config and figures, and prints;
-  the run folder is chosen on rank 0 and announced to the others (:func:`agree`).
+  the run folder is chosen on rank 0 and announced to the others (:func:`decide_on_main`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def check_global_batch(batch_size: int, train_size: int, group: Distributed) -> 
                          f"({train_size} images)")
 
 
-def agree(group: Distributed, decide: Callable[[], T]) -> T:
+def decide_on_main(group: Distributed, decide: Callable[[], T]) -> T:
     """Run ``decide`` on rank 0 and hand its result -- or its exception -- to every rank, so
     that all ranks take the same decision (a run folder, an error) and none waits forever."""
     if not group.active:

@@ -13,18 +13,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from .._device import model_device
+from ..checkpoint import load_model
+from ..data import ArrayDataset, DeviceLoader
+from ..models import split_output
 from .precision import autocast, resolve_precision
-
-
-def logits_of(output: Any) -> Tensor:
-    """Logits from a model output: ``ModelOutput.logits`` or a plain tensor."""
-    return output.logits if hasattr(output, "logits") else output
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter (CPU for a parameter-less module)."""
-    return next(model.parameters(), torch.empty(0)).device
 
 
 @torch.no_grad()
@@ -57,15 +52,13 @@ def evaluate(
         the mean cross-entropy (no label smoothing); accuracies are fractions in [0, 1].
     """
     if isinstance(model, (str, Path)):
-        from ..checkpoint import load_model
-
         model, _ = load_model(model)
-    dev = torch.device(device) if device is not None else model_device(model)
-    if model_device(model) != dev:
-        model = model.to(dev)
-    prec = resolve_precision(dev, precision)
-    batches = _batches(data, batch_size, dev, channels_last)
-    sums = evaluation_sums(model, batches, tta, dev, prec, channels_last, progress)
+    device = torch.device(device) if device is not None else model_device(model)
+    if model_device(model) != device:
+        model = model.to(device)
+    resolved = resolve_precision(device, precision)
+    batches = _batches(data, batch_size, device, channels_last)
+    sums = evaluation_sums(model, batches, tta, device, resolved, channels_last, progress)
     return metrics_from_sums(sums, tta)
 
 
@@ -85,8 +78,6 @@ def evaluation_sums(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], 
     test set evaluated by several processes add up (an all-reduce, see
     :mod:`attn_lib.training.distributed`).
     """
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     # float64, like the Python floats a per-batch read would add up (a float32 sum of 10,000
@@ -99,8 +90,8 @@ def evaluation_sums(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], 
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                logits = logits_of(model(x)).float()
-                logits_flip = logits_of(model(x.flip(3))).float() if tta else None
+                logits = split_output(model(x))[0].float()
+                logits_flip = split_output(model(x.flip(3)))[0].float() if tta else None
             sums[LOSS] += F.cross_entropy(logits, y, reduction="sum")
             sums[CORRECT] += (logits.argmax(1) == y).sum()
             if logits_flip is not None:
@@ -128,8 +119,6 @@ def metrics_from_sums(sums: Tensor, tta: bool) -> dict[str, float]:
 def _batches(data: Any, batch_size: int, device: torch.device,
              channels_last: bool) -> Iterable[tuple[Tensor, Tensor]]:
     """Batches of (normalised images, labels) from a data set or an existing loader."""
-    from ..data import ArrayDataset, DeviceLoader
-
     # Duck typing too: a data set has images, labels and statistics, and is not iterable.
     is_dataset = isinstance(data, ArrayDataset) or (
         all(hasattr(data, a) for a in ("images", "labels", "mean", "std"))

@@ -20,19 +20,6 @@ from .recipe import PRECISIONS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None`` = the first CUDA GPU if there is one, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"invalid device {device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here")
-    return device
-
-
 def resolve_precision(device: torch.device, requested: str = "auto") -> str:
     """The precision to train in: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (see module docstring)."""
     check_choice("precision", requested, PRECISIONS)
@@ -123,9 +110,3 @@ def backend_flags(device: torch.device, deterministic: bool) -> Iterator[None]:
             os.environ.pop(CUBLAS_WORKSPACE_VAR, None)
         else:
             os.environ[CUBLAS_WORKSPACE_VAR] = saved[4]
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock timings measure the work itself."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -13,9 +13,10 @@ Presets:
   batch 128 -- 64 for the three-level attention models (their run scripts set it) -- and fp32;
   no label smoothing, Nesterov, EMA or test-time augmentation. Their ``lr 1`` is Torch7's SGD
   with dampened momentum (``v = 0.9 v + 0.1 g``), which steps exactly as PyTorch's undampened
-  SGD with ``lr 0.1`` after the first step; so ``lr=0.1`` here. What still differs from their
-  code is listed in ``docs/DEVIATIONS.md``.
-* ``cpu``   -- the main job on a laptop-class CPU: a narrow model on a synthetic subset, a few
+  SGD with ``lr 0.1`` after the first step; so ``lr=0.1`` here. Unlike their code, 5,000 of
+  the training images are held out to choose ``best.pt`` on (``val_size``). What still differs
+  from their code is listed in ``docs/DEVIATIONS.md``.
+* ``cpu``   -- the main job on a laptop-class CPU: a narrow model on the synthetic data, a few
   minutes on two cores.
 * ``smoke`` -- seconds, for CI and notebooks when :func:`attn_lib.smoke_mode` is true.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .._validation import check_choice
@@ -33,7 +34,6 @@ from ..data.loaders import AUGMENTATIONS
 SCHEDULES = ("onecycle", "step")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOADERS = ("device", "torch")
-AUGMENTS = AUGMENTATIONS
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -41,42 +41,78 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def setting(default: Any = MISSING, *, help: str, choices: tuple[str, ...] | None = None,
+            flag: str | None = None, metavar: str | None = None) -> Any:
+    """A :class:`Recipe` field with everything its users read: the default, the help text,
+    the allowed values and, where it is not ``--name-with-dashes``, the command-line flag.
+    :func:`attn_lib.train`'s keyword overrides, ``python -m attn_lib train``'s options and
+    ``docs/RECIPES.md`` all read these, so a new setting is one field here."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "metavar": metavar}
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Hyper-parameters of one training run (see the module docstring for the presets)."""
 
-    name: str
-    epochs: int
-    batch_size: int
-    lr: float  #: peak learning rate (one-cycle) or initial learning rate (step)
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    schedule: str = "onecycle"  #: "onecycle" (warm-up, then cosine decay) | "step" (paper)
-    warmup: float = 0.15  #: fraction of all steps spent warming up (one-cycle only)
-    step_epochs: int = 25  #: the step schedule multiplies the lr by step_gamma every this many
-    step_gamma: float = 0.5
-    ema_decay: float = 0.0  #: exponential moving average of the weights; 0 = off
-    width: float = 1.0  #: model channel multiplier (1.0 = the paper)
-    #: the model's dropout unless the caller sets it: None = the model default (the paper's)
-    dropout: bool | None = None
-    limit_train: int | None = None  #: use only the first N training images
-    limit_test: int | None = None
-    tta: bool = True  #: also report flip test-time-augmented accuracy every epoch
-    #: training augmentation: random crop (pad 4) + flip (CIFAR standard), flip only, or none
-    #: (the "torch" loader always uses crop + flip, as the reference ports do)
-    augment: str = "crop-flip"
-    precision: str = "auto"  #: bf16 on Ampere+, fp16 + GradScaler before it, fp32 on CPU
-    loader: str = "device"  #: "device" (uint8 set resident on the device) | "torch" (DataLoader)
-    num_workers: int = 2  #: worker processes of the "torch" loader
-    eval_batch_size: int = 1024
+    name: str = setting(help="the preset this recipe comes from (chosen with --preset)")
+    epochs: int = setting(help="passes over the training images")
+    batch_size: int = setting(help="images per step; under torchrun the global batch, split "
+                                   "evenly over the processes")
+    lr: float = setting(help="peak (one-cycle) or initial (step) learning rate")
+    momentum: float = setting(0.9, help="SGD momentum")
+    nesterov: bool = setting(True, help="Nesterov momentum (--no-nesterov: plain momentum)")
+    weight_decay: float = setting(5e-4, help="L2 weight decay (on all parameters, as in the "
+                                             "paper)")
+    label_smoothing: float = setting(0.1, help="label smoothing of the training loss")
+    schedule: str = setting("onecycle", choices=SCHEDULES,
+                            help="onecycle: linear warm-up, then cosine decay; step: the "
+                                 "paper's, the lr times step_gamma every step_epochs")
+    warmup: float = setting(0.15, help="fraction of all steps spent warming up (one-cycle "
+                                       "only)")
+    step_epochs: int = setting(25, help="epochs between the step schedule's lr drops")
+    step_gamma: float = setting(0.5, help="the step schedule's lr factor at each drop")
+    ema_decay: float = setting(0.0, flag="--ema", metavar="DECAY",
+                               help="exponential moving average of the weights with this "
+                                    "decay, e.g. 0.999 (0 = off); evaluated and saved "
+                                    "instead of the raw weights")
+    width: float = setting(1.0, help="channel multiplier of the model (1.0 = the paper)")
+    dropout: bool | None = setting(None, help="the paper's dropout pattern (0.3-0.5 after "
+                                              "nearly every conv); default: the model's (on)")
+    limit_train: int | None = setting(None, metavar="N",
+                                      help="train on N training images drawn at random "
+                                           "(seeded; default: all)")
+    limit_test: int | None = setting(None, metavar="N",
+                                     help="test on N test images drawn at random (seeded; "
+                                          "default: all)")
+    val_size: int = setting(0, metavar="N",
+                            help="hold out N of the training images (drawn with the run's "
+                                 "seed) to validate on each epoch; best.pt is then the epoch "
+                                 "of best validation accuracy. 0: no validation split and no "
+                                 "best.pt (the test set never selects a checkpoint)")
+    tta: bool = setting(True, help="also report flip test-time-augmented accuracy each epoch")
+    augment: str = setting("crop-flip", choices=AUGMENTATIONS,
+                           help="training augmentation: random crop (pad 4) + flip (the CIFAR "
+                                "standard), flip only, or none")
+    precision: str = setting("auto", choices=PRECISIONS,
+                             help="auto: bf16 on Ampere+ GPUs, fp16 + GradScaler before them, "
+                                  "fp32 on a CPU")
+    loader: str = setting("device", choices=LOADERS,
+                          help="device: the uint8 data set resident on the device, augmented "
+                               "there; torch: torchvision transforms in a DataLoader")
+    num_workers: int = setting(2, flag="--workers", metavar="N",
+                               help="worker processes of the torch loader")
+    eval_batch_size: int = setting(1024, metavar="N", help="images per evaluation batch")
 
     def __post_init__(self) -> None:
         _check_positive_int("epochs", self.epochs)
         _check_positive_int("batch_size", self.batch_size)
         _check_positive_int("eval_batch_size", self.eval_batch_size)
         _check_positive_int("step_epochs", self.step_epochs)
+        if isinstance(self.val_size, bool) or not isinstance(self.val_size, int) \
+                or self.val_size < 0:
+            raise ValueError(f"val_size must be a non-negative integer (0 = no validation "
+                             f"split), got {self.val_size!r}")
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
             if value is not None:
@@ -102,7 +138,7 @@ class Recipe:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("loader", self.loader, LOADERS)
-        check_choice("augment", self.augment, AUGMENTS)
+        check_choice("augment", self.augment, AUGMENTATIONS)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON and ``torch.load(weights_only=True)`` safe)."""
@@ -119,25 +155,21 @@ class Recipe:
 
 
 PRESETS: dict[str, Recipe] = {
-    # Large batch, one-cycle; the lr follows the linear scaling rule from 0.1 at batch 128.
-    # 50 epochs are ~2 minutes at 20k images/s on one H100. The paper's dropout is off: it
-    # regularises a 300-epoch schedule, and in 50 epochs it costs accuracy rather than adding it.
-    # Not yet tuned on a GPU. A CPU proxy (1/8 width, 10k JPEG CIFAR-10 images, 12 epochs = 228
-    # steps; test acc with flip TTA): lr 0.1 67.3%, 0.2 69.7%, 0.4 55.4% with a 34-step warm-up
-    # (the loss spiked at the peak) but 70.8% with 68 steps (warmup 0.3). The real 50-epoch run
-    # warms up for 728 steps, so lr 0.4 stays; lr 0.2 is the fallback if it proves unstable.
+    # Large batch, one-cycle; the lr follows the linear scaling rule from 0.1 at batch 128. The
+    # paper's dropout is off: it regularises a 300-epoch schedule and costs accuracy in 50.
+    # On one H200 (bf16, torch.compile): 137 s of training, 91.3% test accuracy (92.0% with
+    # flip TTA); results/bench-h200/bench.json. How lr and warm-up were chosen: docs/RECIPES.md.
     "fast": Recipe(name="fast", epochs=50, batch_size=512, lr=0.4, warmup=0.15, dropout=False),
+    # 5,000 of CIFAR's 50,000 training images are held out: over 300 epochs the best epoch
+    # differs from the last, and it is chosen on them, never on the test set.
     "paper": Recipe(
         name="paper", epochs=300, batch_size=128, lr=0.1, nesterov=False, label_smoothing=0.0,
         schedule="step", warmup=0.0, step_epochs=25, step_gamma=0.5, tta=False,
-        augment="flip", precision="fp32",
+        augment="flip", precision="fp32", val_size=5000,
     ),
     # The CPU main job: a 1/16-width model on the whole synthetic training set (10,000 images),
-    # 10 epochs, on 2 CPU cores. Measured there (2026-11-28): att3-concat-pc 99.8% test
-    # accuracy; the pooled baseline needs more steps (MODEL_ADJUSTMENTS). The paper's heavy
-    # dropout (0.3-0.5 after nearly every conv) only slows such a short run down; random crops
-    # matter for the attention maps (pointing game at conv10 0.92 with crops, 0.77 with flips
-    # only, same accuracy, measured at 1/8 width).
+    # 10 epochs, on 2 CPU cores; no dropout (it only slows a short run down), random crops
+    # (they sharpen the attention maps). Measurements: docs/RECIPES.md.
     "cpu": Recipe(
         name="cpu", epochs=10, batch_size=64, lr=0.05, width=0.0625, dropout=False,
         limit_train=None, limit_test=500, eval_batch_size=250,
@@ -160,10 +192,9 @@ def default_preset_name(device_type: str, smoke: bool) -> str:
 #: Per-model changes to a preset, keyed by a regular expression that must match the whole
 #: model name. ``paper``: the authors' run scripts train the three-level attention models with
 #: batch 64 (run_expt_cifar10.sh:47, run_expt_cifar100.sh:59), the rest with 128. ``cpu``: the
-#: paper's baseline pools after every block and sits at chance for the first ~5 epochs of the
-#: synthetic task (one small shape in clutter; measured at 1/16 width on 2 CPU cores,
-#: 2026-11-28: 81% after 10 epochs, 94% after 20, 96% after 30); 30 epochs of it take less
-#: time than 10 of an attention model, so the comparison's baseline is trained to convergence.
+#: paper's baseline pools after every block and needs more steps to find the synthetic task's
+#: shape (measurements: docs/RECIPES.md); 30 epochs of it take less time than 10 of an
+#: attention model, so the comparison's baseline is trained to convergence.
 MODEL_ADJUSTMENTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {r"vgg-att3-.*": {"batch_size": 64}},
     "cpu": {r"vgg": {"epochs": 30}},
@@ -191,6 +222,12 @@ def resolve_recipe(base: Recipe, **overrides: Any) -> Recipe:
         raise ValueError(f"unknown recipe option(s): {', '.join(unknown)}")
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **given) if given else base
+
+
+def recipe_fields() -> tuple[Field, ...]:
+    """The settings a caller may override: every :class:`Recipe` field but ``name`` (the
+    preset's, chosen by naming the preset)."""
+    return tuple(f for f in fields(Recipe) if f.name != "name")
 
 
 def recipe_differences(a: Recipe, b: Recipe) -> list[str]:
