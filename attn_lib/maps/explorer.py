@@ -130,7 +130,7 @@ class _Explorer:
     def _contribution(self, x: Tensor, position: int) -> Tensor:
         """The contribution map of level ``position`` for the predicted class, (1, 1, h, w)."""
         from .contribution import contribution_maps
-        from .gradcam import model_device
+        from .._device import model_device
 
         x = x.to(model_device(self.model))
         was_training = self.model.training

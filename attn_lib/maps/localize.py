@@ -66,8 +66,8 @@ from torch import Tensor, nn
 
 from .._device import model_device
 from ..models import LEVEL_LAYERS, split_output
-from .gradcam import gradcam_layers, upsample_maps
 from .contribution import contribution_maps
+from .gradcam import gradcam_layers, upsample_maps
 
 #: Grad-CAM layers scored, as attention levels (1 = conv7, 2 = conv10, 3 = conv13).
 GRADCAM_LEVELS = (1, 2, 3)

@@ -217,7 +217,6 @@ def export_weights(model: nn.Module, weights: str, facts: dict[str, Any],
 
 def state_dict_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> bytes:
     """``model``'s state dict as the bytes of a weights file, floating tensors as ``dtype``."""
-    import io
 
     state = {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
              .clone() for k, v in model.state_dict().items()}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
+from .._io import atomic_write_bytes
 
 RECORDS_DIR = "records"
 #: Settings of ``train()`` that change how fast a run trains, not what it learns: a record made
