@@ -77,6 +77,12 @@ class AttentionNet(nn.Module):
         logits = classify(self.heads, self.aggregation, [r.descriptor for r in results])
         return ModelOutput(logits, tuple(r.attention for r in results))
 
+    @property
+    def gradcam_layer(self) -> nn.Module | None:
+        """Grad-CAM's default layer: the last local layer, where the backbone marks it."""
+        taps = getattr(self.backbone, "taps", None)
+        return taps[-1] if taps is not None else None
+
 
 class FeatureTap(nn.Module):
     """A backbone's named layers as :class:`TappedFeatures`, through torchvision's FX-based

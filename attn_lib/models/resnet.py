@@ -155,6 +155,11 @@ class AttnResNet(AttentionNet):
                          0.3 if dropout else 0.0)
         init_convs(self)
 
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """Grad-CAM's default layer: the last stage (the deepest local features)."""
+        return self.backbone.trunk.stages[2]
+
 
 class PreActResNet(nn.Module):
     """The baseline: the pre-activation ResNet classifying its last stage (BN, ReLU, global
@@ -172,6 +177,11 @@ class PreActResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x)[2])
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """Grad-CAM's default layer: the last stage."""
+        return self.trunk.stages[2]
 
 
 def cifar_stem(model: nn.Module) -> nn.Module:
