@@ -14,7 +14,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 5 · Attention on your own CNN
 #
@@ -26,10 +25,13 @@
 # vectors), a **global feature** $g$ (the output of a late layer), and a classifier that reads the
 # attended descriptors $g_a^s$ instead of $g$ (Sec. 3.3):
 #
-# $$c^s_i = \langle u^s,\ l^s_i + g \rangle, \qquad
-#   a^s_i = \frac{\exp(c^s_i)}{\sum_j \exp(c^s_j)} \ \text{(Eq. 1)}, \qquad
-#   g^s_a = \sum_i a^s_i\, l^s_i \ \text{(Eq. 2)}, \qquad
-#   \hat y = W\,[g^1_a, \dots, g^S_a] + b .$$
+# $$c_i = \langle u,\ l_i + g \rangle \ \ (\text{pc}) \quad\text{or}\quad
+#   c_i = \langle l_i,\ g \rangle \ \ (\text{dp}), \qquad
+#   a_i = \frac{\exp(c_i)}{\sum_{j=1}^{n} \exp(c_j)} \ \ \text{(Eq. 1)}, \qquad
+#   g_a = \sum_{i=1}^{n} a_i\, l_i \ \ \text{(Eq. 2)}$$
+#
+# one estimator per tapped layer $s$, and the classifier on the concatenation,
+# $\hat y = W\,[g^1_a, \dots, g^S_a] + b$.
 #
 # Where $l^s$ and $g$ differ in width, a learned linear map matches them. `attn_lib.add_attention`
 # does all of this to any `nn.Module` in one call, through torchvision's

@@ -155,3 +155,12 @@ def test_train_evaluate_gradcam_maps_and_g_shuffle_work_unchanged(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0 and figure is not None
     shuffle = global_shuffle_effect(model, test_set, batch_size=16)
     assert shuffle["max_attention_change"] < 1e-6 and shuffle["delta_acc"] == 0.0
+
+
+def test_plot_titles_name_the_tapped_layers_not_the_vgg_s():
+    from attn_lib.maps.viz import _level_title
+
+    model = add_attention(small_cnn(), ["1", "2"], "2", num_classes=8, input_size=(3, 32, 32))
+    assert model.layer_names == ("1", "2")
+    title = _level_title(model, 1, torch.zeros(1, 1, 4, 4))
+    assert title == "attention 2\n2 4x4" and "conv" not in title

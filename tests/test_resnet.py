@@ -106,3 +106,4 @@ def test_a_narrow_shallow_resnet_trains_end_to_end(tmp_path):
     assert (tmp_path / "run" / "best.pt").exists()
     cams = attn_lib.gradcam(result.model, torch.randn(2, 3, 32, 32))  # default layer: stage 3
     assert cams.shape == (2, 1, 32, 32)
+

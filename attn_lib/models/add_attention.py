@@ -51,16 +51,20 @@ class AttentionNet(nn.Module):
         compatibility, normalize, match: as :class:`~attn_lib.models.attention.AttentionEstimator`.
         head: ``"concat"`` (one classifier on the concatenated descriptors) or ``"indep"``.
         dropout: dropout probability before the classifier.
+        layer_names: a name per level for plot titles (default ``level 1``, ...).
     """
 
     def __init__(self, backbone: nn.Module, local_channels: Sequence[int], global_channels: int,
                  num_classes: int, compatibility: str = "pc", normalize: str = "softmax",
-                 match: str = "project_l", head: str = "concat", dropout: float = 0.5) -> None:
+                 match: str = "project_l", head: str = "concat", dropout: float = 0.5,
+                 layer_names: Sequence[str] | None = None) -> None:
         super().__init__()
         check_classes_and_width(num_classes, 1.0)
         check_choice("head", head, AGGREGATIONS)
         self.backbone = backbone
         self.levels = tuple(range(1, len(local_channels) + 1))
+        #: what each level is, for titles of plots (the VGG's are conv7/conv10/conv13)
+        self.layer_names = tuple(layer_names or (f"level {s}" for s in self.levels))
         self.aggregation = head
         self.estimators = nn.ModuleList(
             AttentionEstimator(c, global_channels, compatibility, normalize, match)
@@ -199,7 +203,7 @@ def add_attention(backbone: nn.Module, local_layers: Sequence[str], global_layer
     tap = FeatureTap(backbone, local_layers, global_layer)
     local_channels, global_channels = _probe(tap, input_size)
     model = AttentionNet(tap, local_channels, global_channels, num_classes, compatibility,
-                         normalize, match, head, dropout)
+                         normalize, match, head, dropout, layer_names=local_layers)
     model.name = name  # type: ignore[assignment]
     # What attn_lib.train needs of a model passed in: its classes and width multiplier.
     model.options = {"num_classes": num_classes, "width": 1.0}  # type: ignore[assignment]

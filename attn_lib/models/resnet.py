@@ -152,7 +152,7 @@ class AttnResNet(AttentionNet):
         backbone = ResNetAttentionBackbone(depth, width, in_channels, stages, dropout)
         super().__init__(backbone, backbone.local_channels, backbone.global_channels,
                          num_classes, compatibility, normalize, match, aggregation,
-                         0.3 if dropout else 0.0)
+                         0.3 if dropout else 0.0, [f"stage {s}" for s in stages])
         init_convs(self)
 
     @property
@@ -164,6 +164,9 @@ class AttnResNet(AttentionNet):
 class PreActResNet(nn.Module):
     """The baseline: the pre-activation ResNet classifying its last stage (BN, ReLU, global
     average pool, linear; ``1.3_resnet_local.lua:121-125``). Returns logits only."""
+
+    #: No attention levels: the baseline has no attention maps (Grad-CAM stands in for them).
+    levels: tuple[int, ...] = ()
 
     def __init__(self, num_classes: int = 10, depth: int = 164, dropout: bool = True,
                  width: float = 1.0, in_channels: int = 3) -> None:
