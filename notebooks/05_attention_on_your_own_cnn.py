@@ -72,9 +72,9 @@ if IN_COLAB:
 
 import time
 
-import matplotlib.pyplot as plt
 import torch
 import torchvision
+from IPython.display import display
 from torchvision.models.resnet import BasicBlock, ResNet
 
 import attn_lib
@@ -99,8 +99,8 @@ print(f"attn-lib {attn_lib.__version__}, torch {torch.__version__}, "
 # ## A torchvision ResNet, and the names of its layers
 #
 # The network here is torchvision's `ResNet` class with one basic block per stage (a
-# "ResNet-10"), so it trains on a CPU in about a minute; `torchvision.models.resnet18(weights=...)`
-# works the same way, with ImageNet weights if you have them (`weights="DEFAULT"` downloads them).
+# "ResNet-10"), so a short training fits in a few minutes on a CPU;
+# `torchvision.models.resnet18(weights=...)` works the same way, with ImageNet weights if you have them (`weights="DEFAULT"` downloads them).
 # For 32×32 images, `cifar_stem` makes the usual CIFAR change in place: the 7×7 stride-2 stem
 # conv becomes a 3×3 stride-1 conv. Here the max-pool stays, so the four stages see 16, 8, 4 and
 # 2 pixels. The layer names are torchvision's graph nodes; a module name such as `"layer2"`
@@ -137,7 +137,10 @@ except ValueError as error:
 #
 # The synthetic data set: one of 8 shapes in clutter on a 32×32 image, with the shape's mask,
 # so "does it look at the object" has an answer. `attn_lib.train` takes the model as it takes one
-# of the family: same loop, checkpoints and metrics.
+# of the family: same loop, checkpoints and metrics. Three epochs of 2,048 images (96 steps) are
+# only a start: the small shape in its clutter takes a few hundred steps to find (notebook 03),
+# so expect an accuracy not far above chance (1/8) and the maps of an early model. Exercise 4
+# trains it longer.
 
 # %%
 start = time.perf_counter()
@@ -161,10 +164,10 @@ test_set = load_dataset("synthetic", split="test", limit=500)
 x = normalize(test_set.images[:6], test_set.mean, test_set.std)
 for network in (model.eval(), vgg):
     acc = attn_lib.evaluate(network, test_set, batch_size=250)["acc"]
-    plot_attention_grid(network, x, test_set.labels[:6], classes=test_set.classes,
-                        mean=test_set.mean, std=test_set.std)
-    plt.suptitle(f"{network.name}: test accuracy {acc:.1%} on {len(test_set)} images")
-    plt.show()
+    figure = plot_attention_grid(network, x, test_set.labels[:6], classes=test_set.classes,
+                                 mean=test_set.mean, std=test_set.std)
+    figure.suptitle(f"{network.name}: test accuracy {acc:.1%} on {len(test_set)} images")
+    display(figure)
 
 # %% [markdown]
 # ## The `pc` cancellation holds on the ResNet too
@@ -190,6 +193,8 @@ print(f"largest change of an attention weight: {effect['max_attention_change']:.
 #    maps have on 224×224 images?
 # 3. **A layer that is not a feature map.** What does `add_attention` say if you pass
 #    `"flatten"` as a local layer, and why can it not attend there?
+# 4. **Train it properly.** Run the training cell with `epochs=15` and the whole synthetic
+#    training set (`limit_train=None`), then redraw the maps. How do accuracy and maps change?
 
 # %% [markdown]
 # ## What you learned
@@ -225,6 +230,7 @@ print([tuple(m.shape) for m in mobile_att.eval()(torch.randn(1, 3, 224, 224)).at
 
 # %% [markdown]
 # **3.** A flattened vector has no positions to weigh: the estimator needs (N, C, h, w).
+# (**4** is a run, not a cell: change the numbers in the training cell and run on from there.)
 
 # %%
 try:
