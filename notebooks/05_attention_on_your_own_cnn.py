@@ -100,10 +100,11 @@ print(f"attn-lib {attn_lib.__version__}, torch {torch.__version__}, "
 #
 # The network here is torchvision's `ResNet` class with one basic block per stage (a
 # "ResNet-10"), so a short training fits in a few minutes on a CPU;
-# `torchvision.models.resnet18(weights=...)` works the same way, with ImageNet weights if you have them (`weights="DEFAULT"` downloads them).
-# For 32×32 images, `cifar_stem` makes the usual CIFAR change in place: the 7×7 stride-2 stem
-# conv becomes a 3×3 stride-1 conv. Here the max-pool stays, so the four stages see 16, 8, 4 and
-# 2 pixels. The layer names are torchvision's graph nodes; a module name such as `"layer2"`
+# `torchvision.models.resnet18(weights=...)` works the same way, with ImageNet weights if you
+# have them (`weights="DEFAULT"` downloads them). For 32×32 images, `cifar_stem` makes the usual
+# CIFAR change in place (a 3×3 stride-1 stem conv instead of the 7×7 stride-2 one, and no
+# max-pool); the next line puts the max-pool back to save time, so the four stages see 16, 8, 4
+# and 2 pixels. The layer names are torchvision's graph nodes; a module name such as `"layer2"`
 # means the output of its last node.
 
 # %%

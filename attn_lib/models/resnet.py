@@ -29,6 +29,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .add_attention import AttentionNet, TappedFeatures
+from .attn_vgg import ModelOutput
 from .backbone import conv_bn_relu, init_convs, scaled
 
 #: Channels of the stem conv and of the three stages (``1.1_resnet_local.lua:117``).
@@ -163,7 +164,8 @@ class AttnResNet(AttentionNet):
 
 class PreActResNet(nn.Module):
     """The baseline: the pre-activation ResNet classifying its last stage (BN, ReLU, global
-    average pool, linear; ``1.3_resnet_local.lua:121-125``). Returns logits only."""
+    average pool, linear; ``1.3_resnet_local.lua:121-125``). Returns the family's
+    ``ModelOutput`` with no attention maps."""
 
     #: No attention levels: the baseline has no attention maps (Grad-CAM stands in for them).
     levels: tuple[int, ...] = ()
@@ -178,8 +180,8 @@ class PreActResNet(nn.Module):
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
         init_convs(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(x)[2])
+    def forward(self, x: Tensor) -> ModelOutput:
+        return ModelOutput(self.head(self.trunk(x)[2]), ())
 
     @property
     def gradcam_layer(self) -> nn.Module:
