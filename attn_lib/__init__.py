@@ -5,6 +5,7 @@
     >>> logits, attention = model(images)  # attention: one (N, 1, h, w) map per level
 """
 
+from ._version import __version__ as __version__
 from .checkpoint import CheckpointError, load_model
 from .config import smoke_mode
 from .figures import plot_history
@@ -15,6 +16,7 @@ from .models import (
     AttnVGG,
     ModelOutput,
     VGGBackbone,
+    add_attention,
     build_model,
     dp_compatibility,
     list_models,
@@ -24,8 +26,6 @@ from .models.weights import list_weights
 from .runs import train
 from .study import reproduce
 from .training import NonFiniteLossError, TrainResult, evaluate
-
-__version__ = "0.1.0"
 
 # Plotting and localisation import matplotlib (and ipywidgets) on first use only, so
 # `import attn_lib` stays light and training never depends on them (PEP 562 lazy attributes).
@@ -61,6 +61,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainResult",
     "VGGBackbone",
+    "add_attention",
     "build_model",
     "dp_compatibility",
     "evaluate",

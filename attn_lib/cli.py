@@ -139,8 +139,11 @@ def recipe_flag(f: Field) -> str:
 
 
 def _value_type(f: Field) -> type:
-    """int, float, bool or str: the field's type without ``| None``."""
+    """int, float, bool or str: the field's type without ``| None`` (a ``tuple[int, ...]``
+    field's items are ints)."""
     names = [n.strip() for n in str(f.type).split("|") if n.strip() != "None"]
+    if names[0] == "tuple[int, ...]":
+        return int
     return {"int": int, "float": float, "bool": bool, "str": str}[names[0]]
 
 
@@ -154,9 +157,10 @@ def add_recipe_arguments(group: argparse._ArgumentGroup) -> None:
             group.add_argument(recipe_flag(f), dest=f.name, default=None,
                                action=argparse.BooleanOptionalAction, help=meta["help"])
         else:
+            many = str(f.type).startswith("tuple")  # e.g. --milestones 60 120 160
             group.add_argument(recipe_flag(f), dest=f.name, type=kind, default=None,
-                               choices=meta["choices"], metavar=meta["metavar"],
-                               help=meta["help"])
+                               nargs="+" if many else None, choices=meta["choices"],
+                               metavar=meta["metavar"], help=meta["help"])
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:

@@ -221,10 +221,10 @@ def train_weights(s: Session, model: str) -> None:
     import torch
 
     import attn_lib
+    from attn_lib._device import resolve_device
     from attn_lib.checkpoint import LAST, load_checkpoint, model_from_checkpoint
     from attn_lib.data import load_dataset
     from attn_lib.models.weights import state_dict_bytes
-    from attn_lib._device import resolve_device
 
     kw = dict(WEIGHTS_RECIPE)
     dataset, data_dir, device = "cifar10", s.data_dir, None

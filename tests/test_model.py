@@ -19,7 +19,7 @@ from attn_lib.models.attention import (
 )
 
 NARROW = 0.125  # channel multiplier that keeps every variant fast on a CPU
-NO_ATTENTION = ("vgg", "vgg-noatt")
+NO_ATTENTION = ("vgg", "vgg-noatt", "resnet164", "resnet20")
 ATTENTION_VARIANTS = [n for n in attn_lib.list_models() if n not in NO_ATTENTION]
 PAPER_NAMES = [
     "vgg",

@@ -40,10 +40,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 #: The sequence, in reading order.
-NOTEBOOKS = ("01_build_vgg", "02_add_attention", "03_train_on_colab", "04_plot_attention_maps")
+NOTEBOOKS = ("01_build_vgg", "02_add_attention", "03_train_on_colab", "04_plot_attention_maps",
+             "05_attention_on_your_own_cnn")
 #: Notebooks whose real mode is fast on a CPU: executed that way by the tests and committed
 #: with the outputs of such a run. 03 trains, so it runs in smoke mode and ships without outputs.
-REAL_MODE = ("01_build_vgg", "02_add_attention", "04_plot_attention_maps")
+REAL_MODE = ("01_build_vgg", "02_add_attention", "04_plot_attention_maps",
+             "05_attention_on_your_own_cnn")
 SMOKE_MODE = ("03_train_on_colab",)
 #: The notebook that must never train (it uses notebook 03's runs or the shipped weights).
 NO_TRAINING = "04_plot_attention_maps"

@@ -129,8 +129,8 @@ class _Explorer:
 
     def _contribution(self, x: Tensor, position: int) -> Tensor:
         """The contribution map of level ``position`` for the predicted class, (1, 1, h, w)."""
-        from .contribution import contribution_maps
         from .._device import model_device
+        from .contribution import contribution_maps
 
         x = x.to(model_device(self.model))
         was_training = self.model.training

@@ -50,6 +50,8 @@ def resolve_layer(model: nn.Module, layer: Layer | None) -> nn.Module:
     """The module to hook: ``None`` = conv13, an int = backbone level 1..3, or a module."""
     if isinstance(layer, nn.Module):
         return layer
+    if layer is None and isinstance(getattr(model, "gradcam_layer", None), nn.Module):
+        return model.gradcam_layer  # a model beyond the VGG names its default layer itself
     level = 3 if layer is None else layer
     backbone = getattr(model, "backbone", None)
     blocks = getattr(backbone, "blocks", None)

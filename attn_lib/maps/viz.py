@@ -232,7 +232,9 @@ def _level_title(model: nn.Module, position: int, attention: Tensor) -> str:
     levels = getattr(model, "levels", None)
     level = levels[position] if levels is not None else position + 1
     h, w = attention.shape[-2:]
-    return f"attention {level}\n{LEVEL_LAYERS.get(level, '')} {h}x{w}".rstrip()
+    names = getattr(model, "layer_names", None)  # models beyond the VGG name their levels
+    layer = names[position] if names else LEVEL_LAYERS.get(level, "")
+    return f"attention {level}\n{layer} {h}x{w}".rstrip()
 
 
 def _check_batch(images: Tensor, labels: Any) -> Tensor | None:

@@ -4,9 +4,12 @@
 * :mod:`.attention` -- the attention estimator (Sec. 3): compatibility, softmax, weighted sum;
 * :mod:`.attn_vgg` -- :class:`AttnVGG`, attention on the backbone (every attention variant);
 * :mod:`.baseline` -- :class:`VGGBaseline`, the paper's baseline (the standard CIFAR VGG);
-* :mod:`.registry` -- :func:`build_model` by the paper's names, :func:`list_models`.
+* :mod:`.registry` -- :func:`build_model` by the paper's names, :func:`list_models`;
+* :mod:`.add_attention` -- :func:`add_attention`, the estimators on any CNN;
+* :mod:`.resnet` -- the paper's ResNet rows (pre-activation ResNet-164 and its attention models).
 """
 
+from .add_attention import add_attention
 from .attention import AttentionEstimator, dp_compatibility, pc_compatibility
 from .attn_vgg import AttnVGG, ModelOutput, split_output
 from .backbone import LEVEL_LAYERS, VGGBackbone
@@ -21,6 +24,7 @@ __all__ = [
     "ModelOutput",
     "VGGBackbone",
     "VGGBaseline",
+    "add_attention",
     "build_model",
     "describe_model",
     "dp_compatibility",

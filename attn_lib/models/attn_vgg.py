@@ -98,10 +98,8 @@ class AttnVGG(nn.Module):
             self.heads = nn.ModuleList([nn.Sequential(
                 nn.BatchNorm1d(g), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(g, num_classes)
             )])
-        elif aggregation == "concat":
-            self.heads = nn.ModuleList([_linear_head(sum(widths), num_classes, p)])
         else:
-            self.heads = nn.ModuleList(_linear_head(w, num_classes, p) for w in widths)
+            self.heads = attention_heads(widths, aggregation, num_classes, p)
 
     def forward(self, x: Tensor) -> ModelOutput:
         """Classify images (N, C, H, W); H and W must be multiples of 32."""
@@ -114,17 +112,29 @@ class AttnVGG(nn.Module):
             estimator(source[level - 1], features.global_)
             for level, estimator in zip(self.levels, self.estimators)
         ]
-        descriptors = [r.descriptor for r in results]
-        if self.aggregation == "concat":
-            logits = self.heads[0](torch.cat(descriptors, dim=1))
-        else:
-            logits = torch.stack([h(d) for h, d in zip(self.heads, descriptors)]).mean(dim=0)
+        logits = classify(self.heads, self.aggregation, [r.descriptor for r in results])
         return ModelOutput(logits, tuple(r.attention for r in results))
 
 
 def _linear_head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm1d(in_features), nn.Dropout(dropout),
                          nn.Linear(in_features, num_classes))
+
+
+def attention_heads(widths: list[int], aggregation: str, num_classes: int,
+                    dropout: float) -> nn.ModuleList:
+    """The classifier on the attended descriptors (Sec. 3.3), one level per entry of ``widths``:
+    ``concat``, one batch-norm + linear head on their concatenation; ``indep``, one per level."""
+    if aggregation == "concat":
+        return nn.ModuleList([_linear_head(sum(widths), num_classes, dropout)])
+    return nn.ModuleList(_linear_head(w, num_classes, dropout) for w in widths)
+
+
+def classify(heads: nn.ModuleList, aggregation: str, descriptors: list[Tensor]) -> Tensor:
+    """Class scores from the descriptors ``g_a^s`` with :func:`attention_heads`' heads."""
+    if aggregation == "concat":
+        return heads[0](torch.cat(descriptors, dim=1))
+    return torch.stack([h(d) for h, d in zip(heads, descriptors)]).mean(dim=0)
 
 
 def check_classes_and_width(num_classes: int, width: float) -> None:

@@ -21,6 +21,7 @@ from .._validation import first_line
 from .attn_vgg import LEVELS_FOR_COUNT, AttnVGG
 from .backbone import LEVEL_LAYERS
 from .baseline import VGGBaseline
+from .resnet import AttnResNet, PreActResNet
 from .weights import WeightsError, get_weights, load_state_dict
 
 #: Options :func:`build_model` accepts besides the name, with their defaults.
@@ -70,6 +71,24 @@ def _model_table() -> dict[str, ModelSpec]:
                   "compatibility": compatibility}
         table[name] = ModelSpec(AttnVGG, config, f"attention at {layers[levels]}; "
                                 f"{heads[aggregation]}; compatibility {scores[compatibility]}")
+    table.update(_resnet_table())
+    return table
+
+
+def _resnet_table() -> dict[str, ModelSpec]:
+    """The paper's ResNet rows (:mod:`attn_lib.models.resnet`), at the paper's depth 164 and
+    at depth 20, a shallow variant that trains on a CPU in minutes (narrow it with ``width``)."""
+    table = {}
+    for depth in (164, 20):
+        table[f"resnet{depth}"] = ModelSpec(
+            PreActResNet, {"depth": depth}, f"pre-activation bottleneck ResNet-{depth} for "
+            "CIFAR (He et al.), classifies its pooled last stage: the ResNet rows' baseline")
+        for levels, where in ((1, "stage 3 (8x8)"), (2, "stages 2 and 3 (16x16, 8x8)")):
+            table[f"resnet{depth}-att{levels}-concat-pc"] = ModelSpec(
+                AttnResNet, {"depth": depth, "attention_levels": levels, "match": "project_g"},
+                f"pre-activation ResNet-{depth} with attention at {where} as the authors' "
+                "RESNET code; g from its global branch, projected down; descriptors "
+                "concatenated; compatibility <u, l + g>")
     return table
 
 
@@ -132,7 +151,9 @@ def build_model(name: str, num_classes: int | None = None, *, weights: str | Non
     if weights is not None:
         return _build_with_weights(name, weights, num_classes, options)
     num_classes = 10 if num_classes is None else num_classes
-    config = {**DEFAULT_OPTIONS, **options}
+    # A spec may set defaults of its own (the ResNet rows: match="project_g"); options win.
+    spec_defaults = {k: v for k, v in spec.config.items() if k in DEFAULT_OPTIONS}
+    config = {**DEFAULT_OPTIONS, **spec_defaults, **options}
     if not spec.has_attention:
         changed = [k for k in ATTENTION_OPTIONS if config[k] != DEFAULT_OPTIONS[k]]
         if changed:
@@ -141,6 +162,11 @@ def build_model(name: str, num_classes: int | None = None, *, weights: str | Non
     if spec.cls is VGGBaseline:
         model: nn.Module = VGGBaseline(num_classes, dropout=config["dropout"],
                                        width=config["width"], in_channels=config["in_channels"])
+    elif spec.cls is PreActResNet:
+        model = PreActResNet(num_classes, depth=spec.config["depth"], dropout=config["dropout"],
+                             width=config["width"], in_channels=config["in_channels"])
+    elif spec.cls is AttnResNet:
+        model = AttnResNet(num_classes=num_classes, **{**spec.config, **config})
     else:
         model = AttnVGG(num_classes=num_classes, **config, **spec.config)
     model.name = name  # type: ignore[assignment]

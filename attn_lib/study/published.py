@@ -33,7 +33,7 @@ def study_results(name: str = "cifar10-cpu", version: str | None = None,
     if local.is_file():
         return json.loads(local.read_text(encoding="utf-8"))
     if version is None:
-        from .. import __version__ as version
+        from .._version import __version__ as version
     url = results_url(name, version)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

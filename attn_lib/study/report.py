@@ -391,10 +391,10 @@ def plot_study_attention(results: dict[str, Any], test_set: Any, runs_dir: Path,
     columns: list[tuple[str, Any]] = []
     for name, model in loaded.items():
         _, maps = predict(model, x)
-        for level, level_maps in zip(model.levels, maps):
+        layers = getattr(model, "layer_names", None) or [LEVEL_LAYERS[lv] for lv in model.levels]
+        for layer, level_maps in zip(layers, maps):
             h = level_maps.shape[-1]
-            columns.append((f"{name.replace('vgg-', '')}\n{LEVEL_LAYERS[level]} {h}x{h}",
-                            level_maps))
+            columns.append((f"{name.replace('vgg-', '')}\n{layer} {h}x{h}", level_maps))
     if not columns:
         return None
     if "vgg" in loaded:

@@ -267,7 +267,11 @@ def evaluate_model(model: nn.Module, test_set: ArrayDataset, *,
     if test_set.masks is not None:
         from ..maps.localize import localization_scores
 
-        rows = localization_scores(model, test_set, gradcam=not getattr(model, "levels", ()))
+        # Grad-CAM is scored at the VGG's conv7/conv10/conv13; a model that names its own
+        # Grad-CAM layer (the ResNet rows) has no such levels, so only its attention is scored.
+        vgg_levels = getattr(model, "gradcam_layer", None) is None
+        rows = localization_scores(model, test_set,
+                                   gradcam=vgg_levels and not getattr(model, "levels", ()))
         record["localization"] = [row._asdict() for row in rows]
     return record
 

@@ -6,6 +6,7 @@ to continue exactly where it stopped (and no pickled closures end up in the chec
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 from typing import Any
@@ -64,7 +65,8 @@ class LRSchedule:
 
     * ``onecycle``: linear warm-up from ``lr / 10`` to ``lr`` over the first ``warmup`` fraction
       of the steps, then cosine decay to zero at the last step.
-    * ``step`` (the paper): ``lr * step_gamma ** (epoch // step_epochs)``.
+    * ``step`` (the paper): ``lr * step_gamma ** (epoch // step_epochs)``, or with
+      ``milestones``, ``lr * step_gamma ** (number of milestones <= epoch)``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
@@ -79,7 +81,10 @@ class LRSchedule:
         """The learning rate used for optimiser step number ``step`` (0-based)."""
         r = self.recipe
         if r.schedule == "step":
-            return r.lr * r.step_gamma ** (step // self.steps_per_epoch // r.step_epochs)
+            epoch = step // self.steps_per_epoch
+            drops = (bisect.bisect_right(r.milestones, epoch) if r.milestones
+                     else epoch // r.step_epochs)
+            return r.lr * r.step_gamma ** drops
         warm = int(round(r.warmup * self.total_steps))
         if step < warm:
             return r.lr * (0.1 + 0.9 * step / warm)

@@ -72,6 +72,10 @@ class Recipe:
                                        "only)")
     step_epochs: int = setting(25, help="epochs between the step schedule's lr drops")
     step_gamma: float = setting(0.5, help="the step schedule's lr factor at each drop")
+    milestones: tuple[int, ...] = setting((), metavar="EPOCH",
+                                          help="epochs at which the step schedule multiplies "
+                                               "the lr by step_gamma (default: every "
+                                               "step_epochs)")
     ema_decay: float = setting(0.0, flag="--ema", metavar="DECAY",
                                help="exponential moving average of the weights with this "
                                     "decay, e.g. 0.999 (0 = off); evaluated and saved "
@@ -113,6 +117,11 @@ class Recipe:
                 or self.val_size < 0:
             raise ValueError(f"val_size must be a non-negative integer (0 = no validation "
                              f"split), got {self.val_size!r}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))  # a JSON list reads back
+        for m in self.milestones:
+            _check_positive_int("each milestone", m)
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must increase, got {self.milestones!r}")
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
             if value is not None:
@@ -159,6 +168,14 @@ PRESETS: dict[str, Recipe] = {
     # paper's dropout is off: it regularises a 300-epoch schedule and costs accuracy in 50.
     # On one H200 (bf16, torch.compile): 137 s of training, 91.3% test accuracy (92.0% with
     # flip TTA); results/bench-h200/bench.json. How lr and warm-up were chosen: docs/RECIPES.md.
+    # The authors' ResNet training (RESNET/scripts/main.sh:35-41, train_attenunit_2levels.lua:
+    # 22-52): lr 0.1 x0.2 at epochs 60/120/160, 200 epochs, Nesterov, batch 64, weight decay
+    # 5e-4, flips and 4-pixel crops (theirs reflection-padded, here zero-padded), fp32.
+    "resnet": Recipe(
+        name="resnet", epochs=200, batch_size=64, lr=0.1, nesterov=True, label_smoothing=0.0,
+        schedule="step", warmup=0.0, step_gamma=0.2, milestones=(60, 120, 160), tta=False,
+        augment="crop-flip", precision="fp32",
+    ),
     "fast": Recipe(name="fast", epochs=50, batch_size=512, lr=0.4, warmup=0.15, dropout=False),
     # 5,000 of CIFAR's 50,000 training images are held out: over 300 epochs the best epoch
     # differs from the last, and it is chosen on them, never on the test set.
