@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: -all
+#     cell_metadata_filter: cellView,jupyter,-all
 #     notebook_metadata_filter: accelerator,colab,-widgets
 #     text_representation:
 #       extension: .py
@@ -211,29 +211,44 @@ print(f"largest change of an attention weight: {effect['max_attention_change']:.
 # %% [markdown]
 # ## Appendix: solutions
 #
-# **1.** With `dp` the score $\langle l_i, g\rangle$ depends on $g$ at every position, so
+# <details><summary><b>Solution 1</b> (click to open)</summary>
+#
+# With `dp` the score $\langle l_i, g\rangle$ depends on $g$ at every position, so
 # shuffling $g$ changes the maps.
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 1: the code
 dp_model = add_attention(cifar_stem(ResNet(BasicBlock, [1, 1, 1, 1])), ["layer2", "layer3"],
                          "layer4", compatibility="dp", num_classes=8, input_size=(3, 32, 32))
 dp_effect = global_shuffle_effect(dp_model.eval(), test_set, batch_size=250)
 print(f"dp: largest change of an attention weight {dp_effect['max_attention_change']:.3f}")
 
 # %% [markdown]
-# **2.** MobileNetV3-small halves the resolution five times; the cell prints the map sizes of
+# <details><summary><b>Solution 2</b> (click to open)</summary>
+#
+# MobileNetV3-small halves the resolution five times; the cell prints the map sizes of
 # the two blocks chosen (each block's stride decides them).
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 2: the code
 mobile = torchvision.models.mobilenet_v3_small(weights=None)
 mobile_att = add_attention(mobile, ["features.3", "features.8"], "features.12", num_classes=10)
 print([tuple(m.shape) for m in mobile_att.eval()(torch.randn(1, 3, 224, 224)).attention])
 
 # %% [markdown]
-# **3.** A flattened vector has no positions to weigh: the estimator needs (N, C, h, w).
+# <details><summary><b>Solution 3</b> (click to open)</summary>
+#
+# A flattened vector has no positions to weigh: the estimator needs (N, C, h, w).
 # (**4** is a run, not a cell: change the numbers in the training cell and run on from there.)
+#
+# </details>
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution 3: the code
 try:
     add_attention(backbone, ["flatten"], "layer4", num_classes=8, input_size=(3, 32, 32))
 except ValueError as error:

@@ -72,8 +72,8 @@ def _returned(tmp_path: Path, model: torch.nn.Module) -> Path:
         "vgg.pt": W.state_dict_bytes(model, torch.float16),
         "vgg.json": json.dumps(_weights_facts(model)).encode()})
     # Seed 1 of vgg, from another GPU: the committed seed-0 record, as if run again.
-    record = json.loads((REPO / gpu_run.STUDY_RESULTS / "records" / "vgg-seed0.json")
-                        .read_text())
+    record = as_current_evaluation(json.loads(
+        (REPO / gpu_run.STUDY_RESULTS / "records" / "vgg-seed0.json").read_text()))
     record.update(seed=1, run_dir="vgg-seed1", environment=GPU,
                   train_settings={"preset": "fast", "tta": False, "compile": True})
     _tar(out / "study.tar", {"vgg-seed1.json": json.dumps(record).encode()})
@@ -97,7 +97,28 @@ def _repo(tmp_path: Path) -> Path:
     (repo / "benchmarks").mkdir(parents=True)
     shutil.copy(REPO / gpu_run.TUNING_TABLE, repo / gpu_run.TUNING_TABLE)
     shutil.copytree(REPO / gpu_run.STUDY_RESULTS, repo / gpu_run.STUDY_RESULTS)
+    # The merge's mechanics are tested on records of today's evaluation (an older one stays
+    # out of the table until rerun: the end of the test below).
+    for path in (repo / gpu_run.STUDY_RESULTS / "records").glob("*.json"):
+        path.write_text(json.dumps(as_current_evaluation(json.loads(path.read_text()))))
     return repo
+
+
+def as_current_evaluation(record: dict) -> dict:
+    """A committed record of an older evaluation, given the fields today's evaluation adds
+    (attacked images, PGD at every budget, the large budget) with made-up but consistent
+    values: PGD at FGSM's accuracy minus a point, nothing left at the large budget."""
+    from attn_lib.study.robustness import LARGE_EPSILON
+    from attn_lib.study.runner import EVALUATION_VERSION
+
+    large = {"epsilon": LARGE_EPSILON, "epsilon_255": round(LARGE_EPSILON * 255, 6), "acc": 0.0}
+    fgsm = [*record["fgsm"], dict(large, acc=0.05)]
+    pgd = [dict(f, acc=max(f["acc"] - 0.01, 0.0)) for f in record["fgsm"]] + [large]
+    attack = {"images": record["test_images"], "seed": 0, "clean_acc": record["test_acc"],
+              "pgd_steps": 10, "pgd_step_size": "2.5 * epsilon / steps",
+              "pgd_random_start": True, "large_epsilon": LARGE_EPSILON}
+    return dict(record, fgsm=fgsm, pgd=pgd, attack=attack,
+                evaluation_version=EVALUATION_VERSION)
 
 
 def test_a_returned_folder_is_merged_and_then_skipped(tmp_path, store) -> None:

@@ -103,7 +103,7 @@ def test_a_narrow_shallow_resnet_trains_end_to_end(tmp_path):
     assert result.model.options["width"] == 0.0625
     after = result.model.state_dict()
     assert not torch.equal(before["estimators.0.u"], after["estimators.0.u"])
-    assert (tmp_path / "run" / "best.pt").exists()
+    assert (tmp_path / "run" / "last.pt").exists()
     cams = attn_lib.gradcam(result.model, torch.randn(2, 3, 32, 32))  # default layer: stage 3
     assert cams.shape == (2, 1, 32, 32)
 

@@ -277,6 +277,9 @@ def test_study_writes_its_results_then_skips_and_resumes(tmp_path, monkeypatch) 
     old = json.loads(path.read_text())
     old["evaluation_version"] -= 1
     path.write_text(json.dumps(old))
+    record = out / "records" / f"{run_name('vgg-att3-concat-pc', 0)}.json"
+    record.write_text(json.dumps(dict(json.loads(record.read_text()),
+                                      evaluation_version=old["evaluation_version"])))
     calls.clear()
     reproduce(out_dir=out, runs_dir=runs, **SMOKE)
     assert calls == [("vgg-att3-concat-pc", True)]

@@ -263,7 +263,8 @@ def test_gradcam_rejects_bad_targets_and_layers():
         gradcam(model, _batch(1), target=7)
     with pytest.raises(ValueError, match="one class or one per image"):
         gradcam(model, _batch(2), target=[0, 1, 2])
-    with pytest.raises(ValueError, match="level 1, 2 or 3"):
+    with pytest.raises(ValueError,
+                       match=r"must be a level \(1 = conv7, 2 = conv10, 3 = conv13\), got 4"):
         gradcam(model, _batch(1), layer=4)
     with pytest.raises(ValueError, match="layer="):
         gradcam(_TwoChannelNet(), torch.rand(1, 2, 4, 4))
