@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import attn_lib
-from attn_lib.data import ArrayDataset, load_dataset
+from attn_lib.data import ArrayDataset, load_dataset, normalize
 from attn_lib.maps.localize import jaccard_index
 from attn_lib.study import (
     fgsm_accuracy,
@@ -153,6 +153,32 @@ def test_pgd_accuracy_on_a_linear_two_class_model_equals_fgsm() -> None:
     assert pgd == pytest.approx(fgsm)
     assert pgd[0.0] == 1.0 and pgd[32 / 255] < pgd[8 / 255] < 1.0
     assert pgd_accuracy(model, ds, epsilons, batch_size=7) == pgd  # seeded: repeatable
+
+
+def test_pgd_accuracy_counts_the_attack_pgd_perturb_makes_with_its_steps_and_seed() -> None:
+    # The accuracy is that of pgd_perturb's images, batch by batch and budget by budget, with
+    # the steps asked for and the random starts drawn in that order from the seed.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    images = torch.randint(0, 256, (200, 3, 2, 2), generator=torch.Generator().manual_seed(3),
+                           dtype=torch.uint8)
+    with torch.no_grad():  # labels the model gets right, so the attack has work to do
+        labels = model(normalize(images.float() / 255, MEAN, STD)).argmax(1)
+    ds = ArrayDataset(images, labels, ["a", "b", "c"], MEAN, STD)
+    epsilons = (2 / 255, 8 / 255)
+    generator = torch.Generator().manual_seed(5)
+    correct = dict.fromkeys(epsilons, 0)
+    for start in range(0, 200, 64):
+        pixels, y = images[start:start + 64].float() / 255, labels[start:start + 64]
+        for eps in epsilons:
+            adversarial = pgd_perturb(model, pixels, y, eps, MEAN, STD, steps=3,
+                                      generator=generator)
+            with torch.no_grad():
+                logits = model(normalize(adversarial, MEAN, STD))
+            correct[eps] += int((logits.argmax(1) == y).sum())
+    expected = {eps: correct[eps] / 200 for eps in epsilons}
+    assert 0 < expected[8 / 255] < expected[2 / 255] < 1
+    assert pgd_accuracy(model, ds, epsilons, steps=3, batch_size=64, seed=5) == expected
 
 
 def test_derangement_moves_every_index() -> None:

@@ -39,7 +39,7 @@ accuracy change is zero up to float rounding; for ``dp`` (``<l_i, g>``) it is no
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -146,6 +146,21 @@ def fgsm_accuracy(model: nn.Module, dataset: ArrayDataset,
         progress: show a progress bar.
     """
     values = _check_epsilons(epsilons)
+
+    def adversaries(pixels: Tensor, labels: Tensor) -> Iterator[tuple[float, Tensor]]:
+        # One gradient per batch serves every budget: FGSM is one signed step.
+        sign = _loss_gradient_sign(model, pixels, labels, dataset.mean, dataset.std)
+        for eps in values:
+            yield eps, (pixels + eps * sign).clamp(0, 1)
+
+    return _accuracy_under(model, dataset, values, adversaries, batch_size, "FGSM", progress)
+
+
+def _accuracy_under(model: nn.Module, dataset: ArrayDataset, values: tuple[float, ...],
+                    adversaries: Callable[[Tensor, Tensor], Iterator[tuple[float, Tensor]]],
+                    batch_size: int, desc: str, progress: bool) -> dict[float, float]:
+    """Accuracy per budget on the images ``adversaries(pixels, labels)`` yields for each batch
+    (as ``(epsilon, adversarial pixels)``), the model in eval mode meanwhile."""
     from tqdm.auto import tqdm
 
     correct = dict.fromkeys(values, 0)
@@ -154,11 +169,9 @@ def fgsm_accuracy(model: nn.Module, dataset: ArrayDataset,
     was_training = model.training
     model.eval()
     try:
-        for pixels, labels in tqdm(batches, total=total, desc="FGSM", leave=False,
+        for pixels, labels in tqdm(batches, total=total, desc=desc, leave=False,
                                    disable=not progress):
-            sign = _loss_gradient_sign(model, pixels, labels, dataset.mean, dataset.std)
-            for eps in values:
-                adversarial = (pixels + eps * sign).clamp(0, 1)
+            for eps, adversarial in adversaries(pixels, labels):
                 correct[eps] += _correct(model, adversarial, labels, dataset.mean, dataset.std)
     finally:
         model.train(was_training)
@@ -233,24 +246,15 @@ def pgd_accuracy(model: nn.Module, dataset: ArrayDataset,
     """
     values = _check_epsilons(epsilons)
     _check_pgd(steps, None, 0.0)
-    from tqdm.auto import tqdm
-
     generator = torch.Generator().manual_seed(seed)
-    correct = dict.fromkeys(values, 0)
-    batches = _batches(dataset, batch_size, model_device(model))
-    total = -(-len(dataset) // batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        for pixels, labels in tqdm(batches, total=total, desc="PGD", leave=False,
-                                   disable=not progress):
-            for eps in values:
-                adversarial = pgd_perturb(model, pixels, labels, eps, dataset.mean, dataset.std,
-                                          steps=steps, generator=generator)
-                correct[eps] += _correct(model, adversarial, labels, dataset.mean, dataset.std)
-    finally:
-        model.train(was_training)
-    return {eps: correct[eps] / len(dataset) for eps in values}
+
+    def adversaries(pixels: Tensor, labels: Tensor) -> Iterator[tuple[float, Tensor]]:
+        # Each budget its own attack; the random starts come from one seeded generator.
+        for eps in values:
+            yield eps, pgd_perturb(model, pixels, labels, eps, dataset.mean, dataset.std,
+                                   steps=steps, generator=generator)
+
+    return _accuracy_under(model, dataset, values, adversaries, batch_size, "PGD", progress)
 
 
 @contextmanager
