@@ -14,13 +14,14 @@ import pytest  # noqa: E402
 
 import attn_lib  # noqa: E402
 
-#: A small run that learns the synthetic task well above chance (1/8): ~45-60 s on 2 cores.
+#: A small run that learns the synthetic task well above chance (1/8).
 #: The loss sits at chance until the model finds the shape in the clutter, and how long that
-#: takes varies with the seed and with the CPU's rounding: 30-190 steps over five seeds on an
-#: Intel Xeon (2026-12-03), about 230 on an AMD EPYC, where a 256-step budget (batch 64) left
-#: the run at 21 %. Batch 32 over the same 4,096 images gives 640 steps in 5 epochs, more than
-#: twice the slowest escape seen, and after its escape the run gains ~40 points per 128 steps,
-#: so the verdicts no longer depend on when the plateau ends. A 1/16-width model keeps steps cheap.
+#: takes varies with the seed and with the CPU's rounding: under 64 to about 190 steps over
+#: five seeds on an Intel Xeon (2026-12-03); on an AMD EPYC a 256-step budget (batch 64) left
+#: the run at 21 %, an escape at about step 230. Batch 32 over the same 4,096 images gives 640
+#: steps in 5 epochs, more than twice the slowest escape seen, and after its escape the run
+#: gains ~40 points per 128 steps, so the verdicts no longer depend on when the plateau ends.
+#: A 1/16-width model keeps steps cheap.
 LEARN = dict(preset="cpu", width=0.0625, limit_train=4096, limit_test=256, epochs=5,
              batch_size=32, augment="none", device="cpu")
 
