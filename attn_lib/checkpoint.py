@@ -13,7 +13,6 @@ either the old or the new checkpoint, never a torn one.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from pathlib import Path
 from typing import Any, Union
@@ -22,7 +21,6 @@ import torch
 
 from ._io import atomic_write_bytes
 from ._validation import first_line
-from .data import ArrayDataset, load_dataset
 from .models import build_model
 
 FORMAT = "attn-lib/checkpoint"
@@ -142,38 +140,3 @@ def load_model(path: PathLike, map_location: Any = "cpu", expect_model: str | No
     if isinstance(map_location, (str, torch.device)):
         model = model.to(map_location)
     return model, dict(ckpt["data"])
-
-
-def with_training_stats(dataset: ArrayDataset, data_info: dict[str, Any]) -> ArrayDataset:
-    """``dataset`` normalised with the statistics a model was trained with (a checkpoint's
-    ``data``), whatever the data set's own: what the model saw is what it must see again."""
-    if data_info.get("mean") is None or data_info.get("std") is None:
-        return dataset
-    return dataclasses.replace(dataset, mean=tuple(data_info["mean"]),
-                               std=tuple(data_info["std"]))
-
-
-def load_checkpoint_data(ckpt: dict[str, Any], path: PathLike, *, dataset: str | None = None,
-                         data_dir: PathLike | None = None, split: str = "test",
-                         limit: int | None = None) -> tuple[str, ArrayDataset]:
-    """The data a checkpoint's model is used on: ``(name, data set)``.
-
-    ``dataset`` defaults to the one it was trained on, ``data_dir`` to the folder it was
-    trained from (when it is that data set). The images are normalised with the training
-    statistics; a class count or image size that does not fit the model is an error naming
-    both.
-    """
-    info = ckpt["data"]
-    name = dataset or info.get("dataset") or "synthetic"
-    if data_dir is None and name == info.get("dataset"):
-        data_dir = (ckpt.get("config") or {}).get("data_dir")
-    data = load_dataset(name, split=split, data_dir=data_dir, limit=limit)
-    classes = ckpt["model_options"].get("num_classes")
-    if classes is not None and classes != len(data.classes):
-        raise ValueError(f"{path} classifies {classes} classes, but {name!r} has "
-                         f"{len(data.classes)}")
-    size = info.get("image_size")
-    if size is not None and int(size) != data.image_size:
-        raise ValueError(f"{path} was trained on {size}x{size} images, the {name!r} {split} "
-                         f"split has {data.image_size}x{data.image_size}")
-    return name, with_training_stats(data, info)

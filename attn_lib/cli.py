@@ -26,12 +26,11 @@ from ._device import resolve_device
 from ._validation import first_line
 from .checkpoint import (
     load_checkpoint,
-    load_checkpoint_data,
     load_model,
     model_from_checkpoint,
     resolve_checkpoint_path,
 )
-from .data import DATASETS, SPLITS
+from .data import DATASETS, SPLITS, load_checkpoint_data
 from .maps.localize import FORMATS, format_rows, localization_scores
 from .models import list_models
 from .models.attention import NORMALIZATIONS, WIDTH_MATCHES

@@ -11,7 +11,6 @@ split the study uses. Writes ``robustness-shipped.json`` and ``robustness-shippe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 import attn_lib
-from attn_lib.data import load_dataset
+from attn_lib.data import load_dataset, with_training_stats
 from attn_lib.study.robustness import (
     EPSILONS,
     LARGE_EPSILON,
@@ -36,7 +35,7 @@ def evaluate_shipped(model_name: str, weights: str, test_set, images: int) -> di
     """Clean accuracy on the whole test split, FGSM and PGD on a seeded subset."""
     model = attn_lib.build_model(model_name, weights=weights)
     info = model.weights_info
-    data = dataclasses.replace(test_set, mean=tuple(info["mean"]), std=tuple(info["std"]))
+    data = with_training_stats(test_set, info)
     clean = attn_lib.evaluate(model, data, batch_size=500)
     attacked = data.subset(images, seed=ATTACK_SEED)
     budgets = (*EPSILONS, LARGE_EPSILON)

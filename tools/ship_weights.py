@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from attn_lib.checkpoint import LAST, load_checkpoint, model_from_checkpoint
-from attn_lib.data import load_dataset, load_samples, normalize
+from attn_lib.data import load_dataset, load_samples, normalize, with_training_stats
 from attn_lib.data.samples import SAMPLE_FILES
 from attn_lib.models import build_model
 from attn_lib.models.weights import export_weights, list_weights, shipped_path, state_dict_bytes
@@ -136,9 +136,7 @@ def ship_run(run_dir: Path, weights: str, command: str, hardware: str) -> None:
     model = model_from_checkpoint(ckpt, path)
     data = ckpt["data"]
     test = load_dataset(data["dataset"], "test", data_dir=ckpt["config"].get("data_dir"))
-    import dataclasses
-
-    test = dataclasses.replace(test, mean=tuple(data["mean"]), std=tuple(data["std"]))
+    test = with_training_stats(test, data)
     metrics = evaluate(model, test, tta=True)
     facts = facts_of(ckpt, metrics["acc"], command,
                      {"hardware": hardware, "test_acc_tta": metrics["acc_tta"],

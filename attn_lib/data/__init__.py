@@ -19,6 +19,7 @@ from .base import (
     denormalize,
     normalize,
     one_per_class,
+    with_training_stats,
 )
 from .cub import CUB_IMAGE_SIZE, load_cub200
 from .datasets import (
@@ -26,6 +27,7 @@ from .datasets import (
     DATASETS,
     SVHN_STATS,
     SYNTHETIC_SIZES,
+    load_checkpoint_data,
     load_cifar,
     load_dataset,
     load_svhn,
@@ -43,6 +45,8 @@ from .synthetic import CLASSES as SYNTHETIC_CLASSES
 from .synthetic import make_synthetic
 
 __all__ = [
+    "load_checkpoint_data",
+    "with_training_stats",
     "CIFAR_STATS",
     "CUB_IMAGE_SIZE",
     "DATASETS",

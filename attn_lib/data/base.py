@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -162,3 +163,12 @@ def one_per_class(labels: Tensor, count: int) -> list[int]:
     for index, label in enumerate(labels.tolist()):
         first.setdefault(int(label), index)
     return [first[c] for c in sorted(first)][:count]
+
+
+def with_training_stats(dataset: ArrayDataset, data_info: dict[str, Any]) -> ArrayDataset:
+    """``dataset`` normalised with the statistics a model was trained with (a checkpoint's
+    ``data``), whatever the data set's own: what the model saw is what it must see again."""
+    if data_info.get("mean") is None or data_info.get("std") is None:
+        return dataset
+    return replace(dataset, mean=tuple(data_info["mean"]),
+                               std=tuple(data_info["std"]))

@@ -8,11 +8,12 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .._seed import mix_seed
-from .base import ArrayDataset, DatasetNotFoundError, check_split
+from .base import ArrayDataset, DatasetNotFoundError, check_split, with_training_stats
 from .cub import load_cub200
 from .folder import default_cache_dir, load_folder
 from .synthetic import make_synthetic
@@ -239,3 +240,32 @@ def _svhn_help(root: Path, part: str, download: bool | None, error: BaseExceptio
         f"a folder DIR/{SVHN_FOLDER} and pass DIR (or DIR/{SVHN_FOLDER}) as data_dir "
         f"(--data-dir). No data at all? Use the offline dataset 'synthetic'."
     )
+
+
+def load_checkpoint_data(ckpt: dict[str, Any], path: str | os.PathLike, *,
+                         dataset: str | None = None,
+                         data_dir: str | os.PathLike | None = None, split: str = "test",
+                         limit: int | None = None) -> tuple[str, ArrayDataset]:
+    """The data a checkpoint's model is used on: ``(name, data set)``. ``ckpt`` is a loaded
+    checkpoint dict (:func:`attn_lib.checkpoint.load_checkpoint`); only its ``data``,
+    ``config`` and ``model_options`` are read, so the data layer needs no checkpoint code.
+
+    ``dataset`` defaults to the one it was trained on, ``data_dir`` to the folder it was
+    trained from (when it is that data set). The images are normalised with the training
+    statistics; a class count or image size that does not fit the model is an error naming
+    both.
+    """
+    info = ckpt["data"]
+    name = dataset or info.get("dataset") or "synthetic"
+    if data_dir is None and name == info.get("dataset"):
+        data_dir = (ckpt.get("config") or {}).get("data_dir")
+    data = load_dataset(name, split=split, data_dir=data_dir, limit=limit)
+    classes = ckpt["model_options"].get("num_classes")
+    if classes is not None and classes != len(data.classes):
+        raise ValueError(f"{path} classifies {classes} classes, but {name!r} has "
+                         f"{len(data.classes)}")
+    size = info.get("image_size")
+    if size is not None and int(size) != data.image_size:
+        raise ValueError(f"{path} was trained on {size}x{size} images, the {name!r} {split} "
+                         f"split has {data.image_size}x{data.image_size}")
+    return name, with_training_stats(data, info)

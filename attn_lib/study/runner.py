@@ -36,8 +36,8 @@ from torch import nn
 
 from .._device import resolve_device
 from .._io import atomic_write_bytes
-from ..checkpoint import LAST, load_checkpoint, model_from_checkpoint, with_training_stats
-from ..data import ArrayDataset, load_dataset
+from ..checkpoint import LAST, load_checkpoint, model_from_checkpoint
+from ..data import ArrayDataset, load_dataset, with_training_stats
 from ..models import list_models
 from ..training import evaluate, train
 from .records import load_record, provenance_note, save_record
