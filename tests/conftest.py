@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
+from types import ModuleType
 
 # The tests run on the CPU even where a GPU exists, subprocesses (torchrun, notebook kernels)
 # included: every default device then resolves to the CPU, bit-equality tests do not meet
@@ -32,3 +36,16 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> attn_lib.TrainResult:
     run_dir = tmp_path_factory.mktemp("learn") / "run"
     return attn_lib.train("vgg-att3-concat-pc", "synthetic", out_dir=run_dir, progress=False,
                           **LEARN)
+
+
+def load_script(name: str, folder: str) -> ModuleType:
+    """The repository's script ``folder/name.py`` (benchmarks/, tools/) imported as the module
+    ``name``; its folder goes on ``sys.path`` so that the script's imports of its siblings work."""
+    where = Path(__file__).resolve().parents[1] / folder
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
+    spec = importlib.util.spec_from_file_location(name, where / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

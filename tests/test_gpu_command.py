@@ -3,29 +3,20 @@ every step's output under $OUT within what a GPU machine returns."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import tarfile
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, folder: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_run = _load("gpu_run", "benchmarks")
+gpu_run = load_script("gpu_run", "benchmarks")
 
 
 class FakeClock:
@@ -222,8 +213,6 @@ def test_speed_estimates_follow_the_sections_a_try_runs() -> None:
     assert gpu_run.speed_estimate(["--no-throughput"]) == gpu_run.SPEED_ESTIMATE_S
     assert gpu_run.speed_estimate(["--no-time-to-target", "--compile-mode", "max-autotune"]) \
         == gpu_run.SPEED_THROUGHPUT_S + gpu_run.SPEED_AUTOTUNE_S
-    bench = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
-        "bench_train", REPO / "benchmarks" / "bench_train.py"))
-    bench.__spec__.loader.exec_module(bench)
+    bench = load_script("bench_train", "benchmarks")
     for _, argv in gpu_run.SPEED_TRIES:  # every try's arguments are bench_train.py's
         bench.parse_args(argv)

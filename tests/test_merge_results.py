@@ -3,7 +3,6 @@ weights and the tuning table, and the next command then skips what was merged.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 import attn_lib
 from attn_lib.models import weights as W
@@ -21,17 +21,8 @@ GPU = {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "cpu_count": 16
        "date": "2026-12-05 09:00 UTC"}
 
 
-def _load(name: str, folder: str):
-    sys.path.insert(0, str(REPO / folder))
-    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_run = _load("gpu_run", "benchmarks")
-merge = _load("merge_gpu_results", "tools")
+gpu_run = load_script("gpu_run", "benchmarks")
+merge = load_script("merge_gpu_results", "tools")
 ship = sys.modules["ship_weights"]
 
 
