@@ -32,14 +32,8 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Progress bars every 10 s at most: the log comes back and must stay small.
 export TQDM_MININTERVAL=10
+. benchmarks/machine_info.sh  # the working directory is the repository root (cd above)
 {
-    if command -v nvidia-smi >/dev/null 2>&1; then
-        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
-    else
-        echo "nvidia-smi: not found (no NVIDIA driver on this machine)"
-    fi
-    "$python" -c "import sys, torch, torchvision; print('python', sys.version.split()[0], \
-'| torch', torch.__version__, '| torchvision', torchvision.__version__, \
-'| CUDA', torch.version.cuda, '| cuDNN', torch.backends.cudnn.version())"
+    print_machine "$python"
     "$python" benchmarks/gpu_run.py --out "$out" "$@"
 } 2>&1 | tee "$out/gpu_run.log"

@@ -34,14 +34,8 @@ if [ "$dry_run" = 0 ] && [ ! -d .data/train ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python="${PYTHON:-python3}"
+. benchmarks/machine_info.sh  # the working directory is the repository root (cd above)
 {
-    if command -v nvidia-smi >/dev/null 2>&1; then
-        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
-    else
-        echo "nvidia-smi: not found (no NVIDIA driver on this machine)"
-    fi
-    "$python" -c "import sys, torch, torchvision; print('python', sys.version.split()[0], \
-'| torch', torch.__version__, '| torchvision', torchvision.__version__, \
-'| CUDA', torch.version.cuda, '| cuDNN', torch.backends.cudnn.version())"
+    print_machine "$python"
     "$python" benchmarks/bench_train.py --json "$out/bench.json" "$@"
 } 2>&1 | tee "$out/bench.log"
