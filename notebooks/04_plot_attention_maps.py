@@ -91,7 +91,14 @@ from attn_lib.data import load_dataset, load_samples, normalize, one_per_class
 from attn_lib.maps.explorer import attention_explorer
 from attn_lib.maps.gradcam import gradcam_layers, upsample_maps
 from attn_lib.maps.localize import format_table, localization_scores, pointing_game
-from attn_lib.maps.viz import LEVEL_LAYERS, overlay_attention, plot_attention_grid, to_rgb_image
+from attn_lib.maps.viz import (
+    LEVEL_LAYERS,
+    MapColumn,
+    overlay_attention,
+    plot_attention_grid,
+    plot_map_columns,
+    to_rgb_image,
+)
 from attn_lib.study.scales import REFERENCE_NOTE, REFERENCES
 
 if attn_lib.__version__ != ATTN_LIB_VERSION:
@@ -350,48 +357,19 @@ for title, indices in (("right", is_right.nonzero().flatten()),
 # %% [markdown]
 # ## Side by side: columns of maps
 #
-# The figures from here on put several kinds of map next to each other, one image per row. The
-# helper below draws them: the image with its true class, then one overlay per column, every
-# map scaled on its own. A map that is zero everywhere (no positive evidence, possible for
-# Grad-CAM) is drawn as the bare image and marked "all zero". A column of *signed* maps (a
-# title ending in "±") is drawn red where positive and blue where negative, white at zero, on
-# a scale symmetric about zero.
+# The figures from here on put several kinds of map next to each other, one image per row.
+# The library's `plot_map_columns` draws them: the image with its true class, then one overlay
+# per column, every map scaled on its own. A map that is zero everywhere (no positive evidence,
+# possible for Grad-CAM) is drawn as the bare image and marked "all zero". A column of
+# *signed* maps (`MapColumn(..., signed=True)`; their titles end in "±") is drawn red where
+# positive and blue where negative, white at zero, on a scale symmetric about zero.
 
 # %%
-def draw_signed(ax, image, single):
-    """``single`` (1, h, w), signed, upsampled to the image and drawn over its grey copy."""
-    side = image.shape[-1]
-    up = upsample_maps(single[None].float(), (side, side))[0, 0]
-    ax.imshow(to_rgb_image(image, mean, std).mean(-1), cmap="gray", alpha=0.6)
-    limit = max(up.abs().max().item(), 1e-12)
-    ax.imshow(up, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7)
-
-
 def draw_columns(images, labels, columns, notes=None):
-    """One row per image: the image, then ``columns`` ((title, maps (N, 1, h, w)) pairs)."""
-    rows = len(images)
-    fig, axes = plt.subplots(rows, 1 + len(columns), squeeze=False,
-                             figsize=(1.9 * (1 + len(columns)), 2.1 * rows),
-                             layout="constrained")
-    for i in range(rows):
-        axes[i, 0].imshow(to_rgb_image(images[i], mean, std))
-        axes[i, 0].set_title(classes[labels[i]] + (f"\n{notes[i]}" if notes else ""),
-                             fontsize=8)
-        for ax, (title, maps) in zip(axes[i, 1:], columns):
-            single = maps[i].detach().cpu().float()
-            if title.endswith("±"):
-                draw_signed(ax, images[i], single)
-            elif single.max() > 0:
-                ax.imshow(overlay_attention(images[i], single, alpha=0.5, mean=mean, std=std))
-            else:
-                ax.imshow(to_rgb_image(images[i], mean, std))
-                ax.text(0.5, 0.5, "all zero", ha="center", va="center", color="white",
-                        transform=ax.transAxes, fontsize=9, weight="bold")
-            if i == 0:
-                ax.set_title(title, fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    return fig
+    """The images with their true classes (and a note each), then ``columns`` of maps."""
+    titles = [classes[int(label)] + (f"\n{note}" if notes else "")
+              for label, note in zip(labels, notes or [None] * len(labels))]
+    return plot_map_columns(images, columns, titles, mean, std)
 
 
 # %% [markdown]
@@ -574,8 +552,8 @@ rows = 4
 columns = [(f"attention {lv}\n{LEVEL_LAYERS[lv]}", m[:rows]) for lv, m in
            zip(model.levels, out.attention)]
 for kind in parts:
-    columns += [(f"{kind} class\nlevel {lv} ±", m[:rows]) for lv, m in
-                zip(model.levels, parts[kind][0])]
+    columns += [MapColumn(f"{kind} class\nlevel {lv} ±", m[:rows], signed=True)
+                for lv, m in zip(model.levels, parts[kind][0])]
 notes = [f"predicted {classes[a]}\nrunner-up {classes[b]}" for a, b in
          zip(predicted_class[:rows].tolist(), runner_up[:rows].tolist())]
 display(draw_columns(x[:rows], y[:rows], columns, notes))

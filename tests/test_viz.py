@@ -15,7 +15,13 @@ from torch import nn  # noqa: E402
 import attn_lib  # noqa: E402
 from attn_lib.maps.explorer import attention_explorer  # noqa: E402
 from attn_lib.maps.gradcam import gradcam, gradcam_layers  # noqa: E402
-from attn_lib.maps.viz import overlay_attention, plot_attention_grid, to_rgb_image  # noqa: E402
+from attn_lib.maps.viz import (  # noqa: E402
+    MapColumn,
+    overlay_attention,
+    plot_attention_grid,
+    plot_map_columns,
+    to_rgb_image,
+)
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 JET = matplotlib.colormaps["jet"]
@@ -153,6 +159,47 @@ def test_grid_with_baseline_saves_png(tmp_path):
     assert len(fig.axes) == 3 * 5
     assert "Grad-CAM vgg" in fig.axes[4].get_title()
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- plot_map_columns -----------------------------------------------------------------------
+
+
+def test_map_columns_draw_each_kind_of_map_as_it_should_be_read():
+    images = torch.stack([_image(0), _image(1)])
+    peak = _corner_map()[None].expand(2, 1, 8, 8)
+    signed = torch.zeros(2, 1, 4, 4)
+    signed[:, 0, 0, 0], signed[:, 0, 3, 3] = 2.0, -0.5  # for top left, against bottom right
+    fig = plot_map_columns(images, [("attention", peak), MapColumn("share ±", signed, True),
+                                    ("grad-cam", torch.zeros(2, 1, 8, 8))],
+                           row_titles=["cat", "dog"])
+    axes = np.asarray(fig.axes).reshape(2, 4)
+    assert [a.get_title() for a in axes[:, 0]] == ["cat", "dog"]
+    assert [a.get_title() for a in axes[0, 1:]] == ["attention", "share ±", "grad-cam"]
+    assert all(a.get_title() == "" for a in axes[1, 1:]), "column titles on the first row only"
+    overlay = axes[0, 1].images[0].get_array()
+    expected = overlay_attention(images[0], peak[0], alpha=0.5)
+    assert np.allclose(overlay, expected), "an unsigned map is the usual heatmap overlay"
+    heat = axes[0, 2].images[-1]
+    assert heat.get_cmap().name == "RdBu_r"
+    low, high = heat.get_clim()
+    assert high == pytest.approx(-low) and high == pytest.approx(float(heat.get_array().max()))
+    values = np.asarray(heat.get_array())
+    assert values[0, 0] > 0 > values[-1, -1], "red where it speaks for, blue where against"
+    assert values.shape == (32, 32), "a signed map is upsampled to the image"
+    zero = axes[0, 3]
+    assert [t.get_text() for t in zero.texts] == ["all zero"]
+    assert np.allclose(zero.images[0].get_array(), to_rgb_image(images[0])), "the bare image"
+
+
+def test_map_columns_check_lengths_and_unnormalise():
+    images = _batch(2)
+    with pytest.raises(ValueError, match="3 maps for 2 images"):
+        plot_map_columns(images, [("a", torch.rand(3, 1, 4, 4))], mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match="1 row titles for 2 images"):
+        plot_map_columns(images, [("a", torch.rand(2, 1, 4, 4))], ["x"], MEAN, STD)
+    fig = plot_map_columns(images, [("a", torch.rand(2, 4, 4))], mean=MEAN, std=STD)
+    shown = fig.axes[0].images[0].get_array()
+    assert np.allclose(shown, to_rgb_image(images[0], MEAN, STD)), "true colours"
 
 
 def test_grid_restores_training_mode_and_checks_inputs():

@@ -1,6 +1,6 @@
 """Attention maps: pictures, an explorer, Grad-CAM for comparison, and localisation scores.
 
-* :mod:`.viz` -- overlays of a map on an image, grids of images x levels;
+* :mod:`.viz` -- overlays of a map on an image, grids of images x levels, columns of maps;
 * :mod:`.explorer` -- an ipywidgets explorer for notebooks (a static figure elsewhere);
 * :mod:`.gradcam` -- Grad-CAM, the baseline's answer to "where does it look?";
 * :mod:`.contribution` -- each position's exact share of a class score (attention times what
@@ -18,6 +18,7 @@ from typing import Any
 _WHERE = {
     "overlay_attention": "viz",
     "plot_attention_grid": "viz",
+    "plot_map_columns": "viz",
     "attention_explorer": "explorer",
     "gradcam": "gradcam",
     "localization_scores": "localize",

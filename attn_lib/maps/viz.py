@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import matplotlib
 import numpy as np
@@ -337,10 +337,94 @@ def plot_attention_grid(
     return fig
 
 
-def _show(ax: Any, rgb: np.ndarray, title: str, colour: str) -> None:
-    ax.imshow(rgb, interpolation="nearest")
-    ax.set_title(title, fontsize=9, color=colour)
+class MapColumn(NamedTuple):
+    """One column of :func:`plot_map_columns`: a title and one map per image.
+
+    ``signed`` maps (contribution maps) are drawn red where positive and blue where negative,
+    on a scale symmetric about zero; the others (attention, Grad-CAM) min-max scaled with the
+    heatmap colormap.
+    """
+
+    title: str
+    maps: Tensor
+    signed: bool = False
+
+
+def plot_map_columns(
+    images: Tensor,
+    columns: Sequence[MapColumn | tuple],
+    row_titles: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    alpha: float = 0.5,
+    *,
+    cmap: str | Colormap = "jet",
+) -> Figure:
+    """Several kinds of map side by side: one row per image, the image, then one panel per
+    column, every map scaled on its own.
+
+    Args:
+        images: normalised float batch (N, 3, H, W) (or already in [0, 1] without mean/std).
+        columns: :class:`MapColumn` (or ``(title, maps[, signed])`` tuples), ``maps`` of shape
+            (N, 1, h, w) or (N, h, w) at any resolution; the title is shown on the first row.
+        row_titles: one title per image (e.g. its class), shown over the image.
+        mean, std: the normalisation statistics, to show the images in true colour.
+        alpha: opacity of an unsigned heatmap.
+        cmap: colormap of the unsigned heatmaps.
+
+    Returns:
+        The :class:`~matplotlib.figure.Figure` (made without pyplot). An unsigned map with no
+        positive value (possible for Grad-CAM, which keeps only positive evidence) is drawn as
+        the bare image marked "all zero", since min-max scaling would invent a picture.
+
+    Raises:
+        ValueError: a column or title list whose length is not the number of images.
+    """
+    cols = [MapColumn(*c) for c in columns]
+    n = len(images)
+    for col in cols:
+        if len(col.maps) != n:
+            raise ValueError(f"column {col.title!r} has {len(col.maps)} maps for {n} images; "
+                             "pass one map per image")
+    if row_titles is not None and len(row_titles) != n:
+        raise ValueError(f"{len(row_titles)} row titles for {n} images; pass one per image")
+    fig = Figure(figsize=(1.9 * (1 + len(cols)), 2.1 * n), layout="constrained")
+    axes = np.asarray(fig.subplots(n, 1 + len(cols), squeeze=False))
+    for i in range(n):
+        rgb = to_rgb_image(images[i], mean, std)
+        _show(axes[i, 0], rgb, row_titles[i] if row_titles else "", "black", 8)
+        for ax, col in zip(axes[i, 1:], cols):
+            single = _map_2d(col.maps[i].detach().cpu().float())
+            if col.signed:
+                _draw_signed(ax, rgb, single)
+            elif single.max() > 0:
+                ax.imshow(overlay_attention(rgb, single, alpha=alpha, cmap=cmap),
+                          interpolation="nearest")
+            else:
+                ax.imshow(rgb, interpolation="nearest")
+                ax.text(0.5, 0.5, "all zero", ha="center", va="center", color="white",
+                        transform=ax.transAxes, fontsize=9, weight="bold")
+            _frame(ax, col.title if i == 0 else "")
+    return fig
+
+
+def _draw_signed(ax: Any, rgb: np.ndarray, single: Tensor) -> None:
+    """A signed map upsampled to the image, red for, blue against, over the image in grey."""
+    up = upsample_maps(single[None, None], rgb.shape[:2])[0, 0]
+    limit = max(up.abs().max().item(), 1e-12)
+    ax.imshow(rgb.mean(-1), cmap="gray", alpha=0.6, vmin=0.0, vmax=1.0)
+    ax.imshow(up.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7)
+
+
+def _frame(ax: Any, title: str, colour: str = "black", fontsize: int = 8) -> None:
+    """A panel without ticks or frame, titled."""
+    ax.set_title(title, fontsize=fontsize, color=colour)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
+
+
+def _show(ax: Any, rgb: np.ndarray, title: str, colour: str, fontsize: int = 9) -> None:
+    ax.imshow(rgb, interpolation="nearest")
+    _frame(ax, title, colour, fontsize)
