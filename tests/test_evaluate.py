@@ -52,3 +52,34 @@ def test_evaluate_matches_accuracy_and_loss_computed_by_hand():
     got = evaluate(model, data, tta=True, batch_size=3)  # the last batch holds one image
     assert model.training  # mode restored
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+def _data(n: int) -> ArrayDataset:
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(n))
+    return ArrayDataset(images, torch.arange(n) % 4, ["a", "b", "c", "d"], MEAN, STD)
+
+
+def test_evaluate_takes_a_data_set_a_look_alike_or_batches_and_refuses_the_rest():
+    from attn_lib.data import DeviceLoader
+
+    class LookAlike:  # images, labels, statistics and a length, but not an ArrayDataset
+        def __init__(self, ds: ArrayDataset) -> None:
+            self.images, self.labels, self.mean, self.std = ds.images, ds.labels, ds.mean, ds.std
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+    torch.manual_seed(0)
+    model, data = LinearOnPixels(), _data(5)
+    reference = evaluate(model, data, batch_size=2)
+    assert evaluate(model, LookAlike(data), batch_size=2) == reference
+    batches = DeviceLoader(data, 2, train=False, device=torch.device("cpu"))
+    assert evaluate(model, batches) == reference  # an iterable of batches is used as it is
+    assert evaluate(model, list(batches)) == reference
+    one = evaluate(model, _data(1))
+    assert one["n"] == 1 and one["acc"] in (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"an iterable of \(images, labels\) batches, got int"):
+        evaluate(model, 42)
+    with pytest.raises(ValueError, match="cannot evaluate on an empty data set"):
+        evaluate(model, [])

@@ -438,3 +438,157 @@ def test_robustness_verdict_needs_every_seed_above_every_other() -> None:
     # Two budgets: a verdict at one, none at the other, and both said.
     both = robustness_verdict(runs([0.20, 0.22], [0.10, 0.12], [0.05, 0.06]), [2, 8])
     assert "ε = 8/255: `a`" in both and "At ε = 2/255 the best model's seeds overlap" in both
+
+
+def test_readme_summary_is_computed_from_the_runs() -> None:
+    from attn_lib.study.report import readme_summary, robustness_verdict, summarize
+
+    def run(model: str, seed: int, acc: float, pgd2: float, shuffle: float | None) -> dict:
+        r = _attacked_run(model, acc, [0.5, 0.3, 0.1], [pgd2, 0.1, 0.0])
+        r.update(seed=seed, parameters=100, test_acc=acc, test_acc_tta=acc, train_time_s=1.0)
+        r["attack"]["images"] = 500
+        if shuffle is not None:
+            r["g_shuffle"] = {"delta_acc": shuffle, "max_attention_change": 0.0}
+        return r
+
+    runs = [run("vgg", 0, 0.60, 0.20, None), run("vgg", 1, 0.62, 0.22, None),
+            run("vgg-noatt", 0, 0.70, 0.30, None), run("vgg-noatt", 1, 0.74, 0.32, None),
+            run("vgg-att3-concat-dp", 0, 0.73, 0.25, 0.01),
+            run("vgg-att3-concat-dp", 1, 0.73, 0.27, 0.03)]
+    results = {"study": {"large_epsilon": 64 / 255}, "summary": summarize(runs),
+               "robustness_verdict": robustness_verdict(runs, [2, 8])}
+    text = readme_summary(results)
+    lines = text.splitlines()
+    assert lines[0] == ("| model | parameters | test acc (%) | FGSM / PGD ε = 2/255 | "
+                        "FGSM / PGD ε = 8/255 | Δ acc, g shuffled (pp) |"), "64/255 left out"
+    assert lines[2] == "| `vgg` | 100 | 61.00 ± 1.41 | 50.0 / 21.0 | 30.0 / 10.0 | – |"
+    assert lines[4] == ("| `vgg-att3-concat-dp` | 100 | 73.00 ± 0.00 | 50.0 / 26.0 | "
+                        "30.0 / 10.0 | +2.00 ± 1.41 |")
+    assert ("`vgg-noatt` − `vgg`: +11.00; `vgg-att3-concat-dp` − `vgg-noatt`: +1.00."
+            in text), "the gaps, and none for a model that is not in the study"
+    assert "Attacks on 500 test images" in text and results["robustness_verdict"] in text
+
+
+class _Recorder(nn.Module):
+    """Wraps a model and keeps every batch of normalised images it is given."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+def _pixels_of(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+
+
+def test_fgsm_clips_at_both_ends_and_leaves_pixels_the_loss_ignores() -> None:
+    model = _Linear()
+    with torch.no_grad():
+        model.fc.weight[:, 5] = 0.0  # no class reads pixel 5: its gradient is exactly zero
+    labels = torch.tensor([0, 1])
+    sign = _hand_gradient(model, torch.full((2, 3, 2, 2), 0.5), labels).sign()
+    pixels = torch.where(sign > 0, 0.999, 0.001)  # every pixel is pushed past its end
+    pixels.view(2, -1)[:, 5] = 0.5
+    expected = torch.where(sign > 0, 1.0, 0.0)
+    expected.view(2, -1)[:, 5] = 0.5
+    assert (sign.view(2, -1)[:, 5] == 0).all() and (sign < 0).any() and (sign > 0).any()
+    torch.testing.assert_close(fgsm_perturb(model, pixels, labels, 4 / 255, MEAN, STD),
+                               expected, rtol=0, atol=0)
+    # uint8 pixels are grey levels / 255
+    grey = torch.tensor([0, 255, 128, 3], dtype=torch.uint8).repeat(6).view(2, 3, 2, 2)
+    torch.testing.assert_close(fgsm_perturb(model, grey, labels, 0.0, MEAN, STD),
+                               grey.float() / 255)
+
+
+def test_fgsm_accuracy_attacks_with_the_images_fgsm_perturb_makes() -> None:
+    recorder = _Recorder(_Linear())
+    with torch.no_grad():
+        recorder.model.fc.weight[:, 5] = 0.0
+    images = torch.tensor([0, 255, 1, 254], dtype=torch.uint8).repeat(21).view(7, 3, 2, 2)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0])
+    ds = ArrayDataset(images, labels, ["a", "b"], MEAN, STD)
+    epsilons = (2 / 255, 1.0)  # 1 is allowed: the whole pixel range
+    result = fgsm_accuracy(recorder, ds, epsilons, batch_size=3)
+    # per batch: the gradient pass, then one pass per budget
+    attacked = [x for i, x in enumerate(recorder.seen) if i % 3]
+    expected = [fgsm_perturb(recorder.model, images[s:s + 3], labels[s:s + 3], eps, MEAN, STD)
+                for s in range(0, 7, 3) for eps in epsilons]
+    assert len(attacked) == len(expected) == 6
+    for got, want in zip(attacked, expected):
+        torch.testing.assert_close(_pixels_of(got), want)
+    hits = {eps: 0 for eps in epsilons}
+    for index, x in enumerate(attacked):
+        hits[epsilons[index % 2]] += int((recorder.model(x).argmax(1) == labels[
+            3 * (index // 2):3 * (index // 2) + 3]).sum())
+    assert result == {eps: hits[eps] / 7 for eps in epsilons}
+
+
+def test_pgd_accuracy_attacks_with_its_steps_and_its_default_seed() -> None:
+    recorder = _Recorder(_mlp())
+    images = torch.randint(0, 256, (5, 3, 2, 2), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    ds = ArrayDataset(images, labels, ["a", "b", "c"], MEAN, STD)
+    pgd_accuracy(recorder, ds, (8 / 255,), steps=2, batch_size=5)  # seed: the default, 0
+    # per batch and budget: a gradient pass per step, then the pass that counts
+    assert len(recorder.seen) == 3
+    expected = pgd_perturb(recorder.model, images, labels, 8 / 255, MEAN, STD, steps=2,
+                           generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_pixels_of(recorder.seen[-1]), expected)
+
+
+def test_pgd_default_step_on_a_curved_loss() -> None:
+    # On a nonlinear model the path depends on the step size, not only the corner it reaches.
+    model, labels = _mlp(), torch.tensor([0, 1, 2])
+    pixels = torch.rand(3, 3, 2, 2, generator=torch.Generator().manual_seed(2))
+    eps = 8 / 255
+    runs = {size: pgd_perturb(model, pixels, labels, eps, MEAN, STD, steps=3, step_size=size,
+                              generator=torch.Generator().manual_seed(0))
+            for size in (None, 2.5 * eps / 3, 2.5 * eps * 3 if 2.5 * eps * 3 <= 1 else 1.0)}
+    default, explicit, other = runs.values()
+    torch.testing.assert_close(default, explicit)
+    assert not torch.allclose(default, other)
+
+
+def test_attacks_refuse_bad_pixels_budgets_steps_and_step_sizes() -> None:
+    model, labels = _Linear(), torch.tensor([0, 1])
+    pixels = torch.full((2, 3, 2, 2), 0.5)
+    for images in (torch.rand(3, 2, 2), [[0.5]]):
+        with pytest.raises(ValueError, match=r"images must be a batch \(N, C, H, W\) of pixels"):
+            fgsm_perturb(model, images, labels, 0.1, MEAN, STD)
+    with pytest.raises(ValueError, match="images must be uint8 or float pixels in"):
+        fgsm_perturb(model, torch.ones(2, 3, 2, 2, dtype=torch.int64), labels, 0.1, MEAN, STD)
+    for bad in (-0.5, 1.5):  # one end out of range is enough
+        images = pixels.clone()
+        images[0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match=r"not normalised\): the attacks perturb and clip"):
+            fgsm_perturb(model, images, labels, 0.1, MEAN, STD)
+    for steps in (True, 2.0, 0):
+        with pytest.raises(ValueError, match="steps must be a positive integer"):
+            pgd_perturb(model, pixels, labels, 0.1, MEAN, STD, steps=steps)
+    for size in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"step_size must be in \(0, 1\] pixel units"):
+            pgd_perturb(model, pixels, labels, 0.1, MEAN, STD, step_size=size)
+    assert pgd_perturb(model, pixels, labels, 0.1, MEAN, STD, steps=1, step_size=1.0).shape == (
+        2, 3, 2, 2)
+
+
+def test_attack_progress_bars_name_the_attack_and_count_batches(capsys) -> None:
+    images = torch.zeros(7, 3, 2, 2, dtype=torch.uint8)
+    ds = ArrayDataset(images, torch.zeros(7, dtype=torch.long), ["a", "b"], MEAN, STD)
+    fgsm_accuracy(_Linear(), ds, (0.0,), batch_size=3)
+    pgd_accuracy(_Linear(), ds, (0.0,), steps=1, batch_size=3)
+    assert capsys.readouterr().err == "", "no progress bar unless asked"
+    for attack, name in ((fgsm_accuracy, "FGSM"), (pgd_accuracy, "PGD")):
+        attack(_Linear(), ds, (0.0,), batch_size=3, progress=True)
+        err = capsys.readouterr().err
+        assert f"{name}:   0%" in err and "0/3" in err, err  # named, 3 batches of 7 images

@@ -263,6 +263,42 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The comparisons that say what attention adds: (model, control) pairs of the README summary.
+GAPS = (("vgg-noatt", "vgg"), ("vgg-att3-concat-pc", "vgg-noatt"),
+        ("vgg-att3-concat-dp", "vgg-noatt"))
+
+
+def readme_summary(results: dict[str, Any]) -> str:
+    """A study's results for the README: one row per model (test accuracy, FGSM / PGD at each
+    budget, the g-shuffle change), the accuracy gaps of :data:`GAPS` and the robustness
+    verdict, all computed from ``results.json`` (``tools/write_generated_docs.py``)."""
+    summary = results["summary"]
+    budgets = [e for e in next(iter(summary.values()))["pgd"]
+               if e < results["study"]["large_epsilon"] * 255 - 1e-6]
+    lines = ["| model | parameters | test acc (%) | "
+             + " | ".join(f"FGSM / PGD ε = {_eps(e)}/255" for e in budgets)
+             + " | Δ acc, g shuffled (pp) |",
+             "|---|---:|---:|" + "---:|" * len(budgets) + "---:|"]
+    for model, s in summary.items():
+        n = len(s["seeds"])
+        shuffle = "–"
+        if "g_shuffle_delta_acc" in s:
+            mean, std = s["g_shuffle_delta_acc"]
+            shuffle = f"{100 * mean:+.2f}" + (f" ± {100 * std:.2f}" if n > 1 else "")
+        attacks = " | ".join(f"{100 * s['fgsm'][e][0]:.1f} / {100 * s['pgd'][e][0]:.1f}"
+                             for e in budgets)
+        lines.append(f"| `{model}` | {s['parameters']:,} | {_pct(s['test_acc'], n)} | "
+                     f"{attacks} | {shuffle} |")
+    gaps = [f"`{a}` − `{b}`: {100 * (summary[a]['test_acc'][0] - summary[b]['test_acc'][0]):+.2f}"
+            for a, b in GAPS if a in summary and b in summary]
+    if gaps:
+        lines += ["", "Gaps in mean test accuracy (percentage points): " + "; ".join(gaps) + "."]
+    first = next(iter(summary.values()))
+    lines += ["", f"Attacks on {first['attack_images']:,} test images, mean over seeds. "
+              + results["robustness_verdict"]]
+    return "\n".join(lines) + "\n"
+
+
 def robustness_markdown(results: dict[str, Any]) -> list[str]:
     """The *Robustness* section of ``RESULTS.md``: FGSM and PGD at every budget on the same
     images, the sanity checks of the attacks and the computed verdict."""
