@@ -92,7 +92,31 @@ def test_refuses_training_mode_models_without_attention_and_bad_targets() -> Non
         contribution_maps(model, images, target=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="integers"):
         contribution_maps(model, images, target=torch.tensor([0.0, 1.0]))
+    for bad in (True, "cat", 1.0):
+        with pytest.raises(ValueError, match=r"target must be None, a class index or a \(N,\) "
+                                             rf"tensor of classes, got {type(bad).__name__}"):
+            contribution_maps(model, images, target=bad)
     assert contribution_maps(model, images, 2).target.tolist() == [2, 2]
+
+
+def test_refuses_a_head_that_is_not_an_affine_map_at_test_time() -> None:
+    images = torch.randn(2, 3, 32, 32).double()
+    model = _model("vgg-att2-concat-pc")
+    bare = model.heads[0][-1]
+    model.heads[0] = bare  # a bare Linear, not a Sequential
+    with pytest.raises(ValueError, match="expected a head BatchNorm1d -> Dropout -> Linear, "
+                                         "got Linear$"):
+        contribution_maps(model, images)
+    model = _model("vgg-att2-concat-pc")
+    del model.heads[0][1]  # no dropout layer
+    with pytest.raises(ValueError, match="got BatchNorm1d -> Linear$"):
+        contribution_maps(model, images)
+    model = _model("vgg-att2-concat-pc")
+    width = model.heads[0][0].num_features
+    model.heads[0][0] = nn.BatchNorm1d(width, track_running_stats=False).double()
+    with pytest.raises(ValueError, match="^the head's batch norm keeps no running statistics: "
+                                         "it is not an affine map at test time$"):
+        contribution_maps(model, images)
 
 
 def test_is_exported_lazily() -> None:

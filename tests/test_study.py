@@ -563,20 +563,22 @@ def test_attacks_refuse_bad_pixels_budgets_steps_and_step_sizes() -> None:
     model, labels = _Linear(), torch.tensor([0, 1])
     pixels = torch.full((2, 3, 2, 2), 0.5)
     for images in (torch.rand(3, 2, 2), [[0.5]]):
-        with pytest.raises(ValueError, match=r"images must be a batch \(N, C, H, W\) of pixels"):
+        with pytest.raises(ValueError, match=r"^images must be a batch \(N, C, H, W\) of "
+                                             r"pixels in \[0, 1\] or uint8$"):
             fgsm_perturb(model, images, labels, 0.1, MEAN, STD)
-    with pytest.raises(ValueError, match="images must be uint8 or float pixels in"):
+    with pytest.raises(ValueError, match="^images must be uint8 or float pixels in"):
         fgsm_perturb(model, torch.ones(2, 3, 2, 2, dtype=torch.int64), labels, 0.1, MEAN, STD)
     for bad in (-0.5, 1.5):  # one end out of range is enough
         images = pixels.clone()
         images[0, 0, 0, 0] = bad
-        with pytest.raises(ValueError, match=r"not normalised\): the attacks perturb and clip"):
+        with pytest.raises(ValueError, match=r"^float images .* \(not normalised\): the "
+                                             r"attacks perturb and clip in pixel space$"):
             fgsm_perturb(model, images, labels, 0.1, MEAN, STD)
     for steps in (True, 2.0, 0):
-        with pytest.raises(ValueError, match="steps must be a positive integer"):
+        with pytest.raises(ValueError, match="^steps must be a positive integer"):
             pgd_perturb(model, pixels, labels, 0.1, MEAN, STD, steps=steps)
     for size in (0.0, 1.5):
-        with pytest.raises(ValueError, match=r"step_size must be in \(0, 1\] pixel units"):
+        with pytest.raises(ValueError, match=r"^step_size must be in \(0, 1\] pixel units"):
             pgd_perturb(model, pixels, labels, 0.1, MEAN, STD, step_size=size)
     assert pgd_perturb(model, pixels, labels, 0.1, MEAN, STD, steps=1, step_size=1.0).shape == (
         2, 3, 2, 2)
