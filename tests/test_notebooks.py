@@ -2,21 +2,22 @@
 
 * every ``.ipynb`` has a percent-format ``.py`` twin (``jupytext.toml``) with the same cells;
 * committed notebooks carry no widget state; 03 carries no outputs or those of a real GPU run,
-  and a notebook that does carry outputs (01, 02, 04: ``make notebooks``) carries those of one
-  clean top-to-bottom run;
+  05 those of its real mode on a CPU (it trains for minutes on CIFAR-10), and a notebook that
+  carries outputs (01, 02, 04: ``make notebooks``; 05) carries those of one clean top-to-bottom
+  run;
 * each first cell has the title, the Colab badge (pyproject.toml's ``Repository`` URL), the
   paper's link and its equations; each setup cell installs the release of pyproject.toml's
   ``version`` on Colab and stops when pip fails;
 * each notebook has exercises, an appendix of solutions and a summary; each solution's prose is
   in a ``<details>`` block and its code cell hidden (Colab's form view, JupyterLab's
   ``source_hidden``), in the .ipynb and in what jupytext builds from the .py;
-* notebooks read no environment variable but 03's data folder and precision (smoke mode only
-  through ``attn_lib.smoke_mode()``);
+* notebooks read no environment variable but 03's data folder and precision and 05's data
+  folder (smoke mode only through ``attn_lib.smoke_mode()``);
 * 01, 02 and 04 run top to bottom in their real mode (shipped weights and sample images, no
   training: 04 runs with ``attn_lib.train`` disabled and must not create a runs folder); 03 runs
   in smoke mode (``ATTN_LIB_SMOKE=1``), and 04 then finds and uses its runs (the hand-off),
-  again without training. Each runs in a temporary folder, so no ``runs/`` lands in the
-  repository.
+  again without training; 05 runs in smoke mode (offline synthetic data instead of
+  CIFAR-10). Each runs in a temporary folder, so no ``runs/`` lands in the repository.
 
 To fix a pair that drifted: ``.venv/bin/jupytext --sync notebooks/NAME.py`` (or ``.ipynb``).
 To regenerate the committed outputs of 01, 02 and 04: ``make notebooks`` (this file's ``main``).
@@ -42,11 +43,15 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 #: The sequence, in reading order.
 NOTEBOOKS = ("01_build_vgg", "02_add_attention", "03_train_on_colab", "04_plot_attention_maps",
              "05_attention_on_your_own_cnn")
-#: Notebooks whose real mode is fast on a CPU: executed that way by the tests and committed
-#: with the outputs of such a run. 03 trains, so it runs in smoke mode and ships without outputs.
-REAL_MODE = ("01_build_vgg", "02_add_attention", "04_plot_attention_maps",
-             "05_attention_on_your_own_cnn")
-SMOKE_MODE = ("03_train_on_colab",)
+#: Notebooks whose real mode is fast on a CPU and needs no download: executed that way by the
+#: tests (and `make notebooks`) and committed with the outputs of such a run.
+REAL_MODE = ("01_build_vgg", "02_add_attention", "04_plot_attention_maps")
+#: Notebooks that train on CIFAR-10: the tests run them in smoke mode (offline, seconds).
+SMOKE_MODE = ("03_train_on_colab", "05_attention_on_your_own_cnn")
+#: Of those, the ones committed with the outputs of their real mode on a CPU (minutes), made by
+#: ``ATTN_LIB_DATA_DIR=<CIFAR-10 folder> python tests/test_notebooks.py NAME``; 03 ships
+#: without outputs or with those of a real GPU run.
+CPU_REAL_RUN = ("05_attention_on_your_own_cnn",)
 #: The notebook that must never train (it uses notebook 03's runs or the shipped weights).
 NO_TRAINING = "04_plot_attention_maps"
 COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -178,11 +183,19 @@ def test_committed_notebook_is_clean(name):
     )
     for index, cell in enumerate(notebook.cells):
         assert "widgets" not in cell.get("metadata", {}), f"{name}: cell {index} has widget state"
-    if name in SMOKE_MODE:  # outputs only of a real run on a GPU (as on Colab), never a CPU's
-        text = "".join(printed(cell) for cell in code_cells(notebook))
-        assert "smoke mode: True" not in text and "hardware CPU" not in text, (
-            f"{name}: committed with the outputs of a smoke or CPU run; clear them, or commit "
-            "the outputs of a real GPU run"
+    text = "".join(printed(cell) for cell in code_cells(notebook))
+    assert "smoke mode: True" not in text, (
+        f"{name}: committed with the outputs of a smoke run; commit those of its real mode"
+    )
+    if name in SMOKE_MODE and name not in CPU_REAL_RUN:  # outputs of a real GPU run, or none
+        assert "hardware CPU" not in text, (
+            f"{name}: committed with the outputs of a CPU run; clear them, or commit the "
+            "outputs of a real GPU run"
+        )
+    if name in CPU_REAL_RUN:
+        assert "smoke mode: False" in text, (
+            f"{name}: commit the outputs of its real mode (ATTN_LIB_DATA_DIR=<CIFAR-10 folder> "
+            f"python tests/test_notebooks.py {name})"
         )
     check_outputs_of_one_clean_run(name, notebook)
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
@@ -288,7 +301,8 @@ def test_every_colab_link_points_at_an_existing_notebook():
 #: The environment variables a notebook may read itself, by notebook: 03's data folder (for
 #: Colab users who keep CIFAR on Drive, and a GPU machine without internet) and forced precision
 #: (Colab's free T4 has no bf16). Smoke mode is read through attn_lib.smoke_mode() only.
-NOTEBOOK_ENV_VARS = {"03_train_on_colab": ("ATTN_LIB_DATA_DIR", "ATTN_LIB_PRECISION")}
+NOTEBOOK_ENV_VARS = {"03_train_on_colab": ("ATTN_LIB_DATA_DIR", "ATTN_LIB_PRECISION"),
+                     "05_attention_on_your_own_cnn": ("ATTN_LIB_DATA_DIR",)}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -508,6 +522,15 @@ def test_notebook_04_uses_the_runs_of_notebook_03_and_trains_nothing(notebook_03
     assert runs_snapshot(workdir / "runs") == before, "notebook 04 changed 03's run folders"
 
 
+def test_notebook_05_runs_top_to_bottom_in_smoke_mode(tmp_path):
+    name = "05_attention_on_your_own_cnn"
+    notebook, seconds = execute(name, tmp_path, smoke=True)
+    print(f"{name}: executed in smoke mode in {seconds:.1f} s")
+    check_executed(name, notebook, seconds, tmp_path)
+    assert "smoke mode: True" in printed(code_cells(notebook)[0])
+    assert (tmp_path / "runs" / "resnet10-att2-synthetic" / "last.pt").is_file()
+
+
 # --- make notebooks -------------------------------------------------------------------------
 
 
@@ -525,13 +548,18 @@ def replace_widget_views(notebook) -> int:
 
 def main(names: list[str]) -> int:
     """Execute ``names`` (default: the real-mode notebooks) in their real mode in a temporary
-    folder and write them back with their outputs (``make notebooks``)."""
+    folder and write them back with their outputs (``make notebooks``). The notebooks of
+    :data:`CPU_REAL_RUN` train for minutes on CIFAR-10: name them explicitly, with
+    ``ATTN_LIB_DATA_DIR`` set or a connection for torchvision's download."""
     for name in names or REAL_MODE:
-        if name not in REAL_MODE:
-            print(f"{name} is not run in real mode here (it trains); it ships without outputs")
+        if name not in REAL_MODE + CPU_REAL_RUN:
+            print(f"{name} is not run in real mode here (it trains on a GPU); it ships without "
+                  "outputs")
             return 1
         with tempfile.TemporaryDirectory() as folder:
-            notebook, seconds = execute(name, Path(folder), smoke=False)
+            # a notebook that trains for minutes may take longer than a cell's usual limit
+            notebook, seconds = execute(name, Path(folder), smoke=False,
+                                        timeout=3600 if name in CPU_REAL_RUN else 600)
         check_executed(name, notebook, 0.0, Path(folder))
         widgets = replace_widget_views(notebook)
         notebook.metadata.pop("widgets", None)
