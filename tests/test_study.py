@@ -514,6 +514,7 @@ def test_fgsm_accuracy_attacks_with_the_images_fgsm_perturb_makes() -> None:
     with torch.no_grad():
         recorder.model.fc.weight[:, 5] = 0.0
     images = torch.tensor([0, 255, 1, 254], dtype=torch.uint8).repeat(21).view(7, 3, 2, 2)
+    images.view(7, -1)[:, 5] = 128  # the pixel no class reads sits mid-range: it must not move
     labels = torch.tensor([0, 1, 1, 0, 1, 0, 0])
     ds = ArrayDataset(images, labels, ["a", "b"], MEAN, STD)
     epsilons = (2 / 255, 1.0)  # 1 is allowed: the whole pixel range
@@ -594,3 +595,43 @@ def test_attack_progress_bars_name_the_attack_and_count_batches(capsys) -> None:
         attack(_Linear(), ds, (0.0,), batch_size=3, progress=True)
         err = capsys.readouterr().err
         assert f"{name}:   0%" in err and "0/3" in err, err  # named, 3 batches of 7 images
+        assert err.endswith(" \r"), "the bar is cleared when the attack is done (leave=False)"
+
+
+def test_pgd_starts_inside_the_pixel_box_and_leaves_pixels_the_loss_ignores() -> None:
+    recorder = _Recorder(_Linear())
+    with torch.no_grad():
+        recorder.model.fc.weight[:, 5] = 0.0  # no class reads pixel 5: its gradient is zero
+    pixels = torch.tensor([0.0, 1.0, 0.002, 0.998]).repeat(6).view(2, 3, 2, 2)
+    labels, eps = torch.tensor([0, 1]), 16 / 255
+    adversarial = pgd_perturb(recorder, pixels, labels, eps, MEAN, STD, steps=2,
+                              generator=torch.Generator().manual_seed(3))
+    noise = torch.rand(pixels.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    start = (pixels + eps * noise).clamp(0, 1)
+    torch.testing.assert_close(_pixels_of(recorder.seen[0]), start)  # the first gradient's input
+    assert (start != pixels + eps * noise).any(), "the start was clipped at some pixel"
+    torch.testing.assert_close(adversarial.view(2, -1)[:, 5], start.view(2, -1)[:, 5])
+
+
+def test_attacks_need_images_and_positive_batches() -> None:
+    model = _Linear()
+    images = torch.randint(0, 256, (4, 3, 2, 2), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(4))
+    ds = ArrayDataset(images, torch.tensor([0, 1, 1, 0]), ["a", "b"], MEAN, STD)
+    assert fgsm_accuracy(model, ds, (4 / 255,), batch_size=1) == fgsm_accuracy(
+        model, ds, (4 / 255,), batch_size=3)
+    one = ArrayDataset(images[:1], torch.tensor([0]), ["a", "b"], MEAN, STD)
+    assert set(pgd_accuracy(model, one, (0.0,)).values()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="^batch_size must be positive, got 0$"):
+        fgsm_accuracy(model, ds, batch_size=0)
+    empty = ArrayDataset(images[:0], torch.tensor([], dtype=torch.long), ["a", "b"], MEAN, STD)
+    with pytest.raises(ValueError, match="^the dataset is empty$"):
+        pgd_accuracy(model, empty)
+
+
+def test_derangement_is_seeded_and_needs_two_images() -> None:
+    first = derangement(50, torch.Generator().manual_seed(7))
+    assert torch.equal(first, derangement(50, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, derangement(50, torch.Generator().manual_seed(8)))
+    with pytest.raises(ValueError, match="^shuffling g needs at least two images per batch$"):
+        derangement(1, torch.Generator())

@@ -127,9 +127,10 @@ def _batches(dataset: ArrayDataset, batch_size: int, device: torch.device
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
-    for start in range(0, len(dataset), batch_size):
-        images = dataset.images[start:start + batch_size].to(device).float() / 255
-        yield images, dataset.labels[start:start + batch_size].to(device)
+    # A generator expression, not a generator function: the checks above run when called.
+    return ((dataset.images[start:start + batch_size].to(device).float() / 255,
+             dataset.labels[start:start + batch_size].to(device))
+            for start in range(0, len(dataset), batch_size))
 
 
 def fgsm_accuracy(model: nn.Module, dataset: ArrayDataset,
