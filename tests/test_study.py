@@ -458,6 +458,7 @@ def test_readme_summary_is_computed_from_the_runs() -> None:
     results = {"study": {"large_epsilon": 64 / 255}, "summary": summarize(runs),
                "robustness_verdict": robustness_verdict(runs, [2, 8])}
     text = readme_summary(results)
+    assert readme_summary(json.loads(json.dumps(results))) == text, "the same from results.json"
     lines = text.splitlines()
     assert lines[0] == ("| model | parameters | test acc (%) | FGSM / PGD ε = 2/255 | "
                         "FGSM / PGD ε = 8/255 | Δ acc, g shuffled (pp) |"), "64/255 left out"

@@ -273,10 +273,11 @@ def readme_summary(results: dict[str, Any]) -> str:
     budget, the g-shuffle change), the accuracy gaps of :data:`GAPS` and the robustness
     verdict, all computed from ``results.json`` (``tools/write_generated_docs.py``)."""
     summary = results["summary"]
+    # budgets in grey levels; read back from results.json they are strings ("8.0")
     budgets = [e for e in next(iter(summary.values()))["pgd"]
-               if e < results["study"]["large_epsilon"] * 255 - 1e-6]
+               if float(e) < results["study"]["large_epsilon"] * 255 - 1e-6]
     lines = ["| model | parameters | test acc (%) | "
-             + " | ".join(f"FGSM / PGD ε = {_eps(e)}/255" for e in budgets)
+             + " | ".join(f"FGSM / PGD ε = {_eps(float(e))}/255" for e in budgets)
              + " | Δ acc, g shuffled (pp) |",
              "|---|---:|---:|" + "---:|" * len(budgets) + "---:|"]
     for model, s in summary.items():
