@@ -388,12 +388,12 @@ if dp_model is None:
 else:
     with torch.no_grad():
         dp_out = dp_model(x.to(DEVICE))
-    columns = [(f"pc level {lv}\n{LEVEL_LAYERS[lv]}", m) for lv, m in
+    columns = [(f"pc level {lv}\n{LEVEL_LAYERS[lv]}", m[:4]) for lv, m in
                zip(model.levels, out.attention)]
-    columns += [(f"dp level {lv}\n{LEVEL_LAYERS[lv]}", m) for lv, m in
+    columns += [(f"dp level {lv}\n{LEVEL_LAYERS[lv]}", m[:4]) for lv, m in
                 zip(dp_model.levels, dp_out.attention)]
     says = [f"pc: {classes[a]}, dp: {classes[b]}" for a, b in
-            zip(out.logits.argmax(1).tolist(), dp_out.logits.argmax(1).tolist())]
+            zip(out.logits[:4].argmax(1).tolist(), dp_out.logits[:4].argmax(1).tolist())]
     display(draw_columns(x[:4], y[:4], columns, says))
     plt.close("all")
     # How many positions a map spreads over: 1 / sum(a_i^2) is n for a flat map, 1 for a map
