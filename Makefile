@@ -2,8 +2,9 @@
 #   make run    - set up, then train the main job (vgg-att3-concat-pc on the offline synthetic data)
 #   make test   - set up (with dev tools), then lint and run every test, notebooks included
 #   make bench  - set up, then print the training-speed benchmark
-#   make mutate - set up (with dev tools), then mutation-test the model, maps and training step
-#                 (hours on 2 cores; not part of CI; a rerun resumes). One module, tested afresh:
+#   make mutate - set up (with dev tools), then mutation-test the model, maps, attacks,
+#                 evaluation, crop/flip and training step (hours on 2 cores; not part of CI;
+#                 a rerun resumes). One module, tested afresh:
 #                 make mutate MUTANTS='attn_lib.models.attention.*'
 #   make notebooks - sync the notebook pairs, then execute 01, 02 and 04 (real mode, CPU) and
 #                 write their outputs into the .ipynb files

@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def recipe_reference() -> str:
     """The Markdown table of every recipe setting -- its ``train()`` keyword, its flag, each
     preset's value, its choices and its help -- that ``docs/RECIPES.md`` holds (written by
-    ``tools/write_recipes_doc.py``; a test fails when the page and the code differ)."""
+    ``tools/write_generated_docs.py``; a test fails when the page and the code differ)."""
     presets = list(PRESETS)
     lines = ["| `train()` keyword | `train` option | " + " | ".join(f"`{p}`" for p in presets)
              + " | meaning |", "|---" * (len(presets) + 3) + "|"]

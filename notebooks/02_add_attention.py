@@ -364,7 +364,7 @@ assert dp_maps > 1e3 * pc_maps and dp_logits > 1e3 * pc_logits, "dp should depen
 # Does that query *help*? If $g$ told the `dp` model where this image's evidence lies, another
 # image's $g$ should hurt its accuracy. 100 images are too few to tell (each is one point), so
 # the next cell also reads attn-lib's CPU study, which measured the change on all 10,000 test
-# images for three seeds of the same training (`results/cifar10-cpu`).
+# images for each seed of the same training (`results/cifar10-cpu`).
 
 # %%
 study = study_results("cifar10-cpu")

@@ -196,7 +196,7 @@ print(f"dataset {DATASET} ({DATA_DIR or 'default folder'}), preset {PRESET}, {EP
 # ## What attn-lib's CPU study measured
 #
 # attn-lib's repository holds a study of these models at 1/16 width on CIFAR-10, trained on a
-# CPU with three seeds (`results/cifar10-cpu/`, made by `python -m attn_lib reproduce --scale
+# CPU with several seeds (`results/cifar10-cpu/`, made by `python -m attn_lib reproduce --scale
 # cpu`). The next cell reads its `results.json` (from the repository when the notebook runs in
 # a clone, else from GitHub at this release) for two things: the training speed it measured,
 # which gives an estimate of the CPU-sized run's time, and its accuracies, which the comparison
@@ -459,7 +459,7 @@ for name, refs in REFERENCES["cifar100"].items():
 # ## What the study found, in plain words
 #
 # One short run is one sample. attn-lib's CPU study trained each of these models, and the
-# `dp` variant, with three seeds; the next cell reads its numbers. Reading them: most of the
+# `dp` variant, with several seeds; the next cell reads its numbers. Reading them: most of the
 # attention model's lead over the paper's baseline comes from the unpooled **backbone** (the
 # step from `vgg` to `vgg-noatt`); **attention** itself adds the smaller step from `vgg-noatt`
 # to the attention models. And `dp`, the form in which $g$ acts as a query, classifies better

@@ -371,15 +371,11 @@ def test_recipe_options_default_to_the_preset_and_choices_come_from_the_library(
 
 
 def test_the_recipes_page_is_generated_from_the_recipe():
-    import subprocess
-
-    tool = Path(__file__).resolve().parents[1] / "tools" / "write_recipes_doc.py"
-    env = {**os.environ, "PYTHONPATH": str(tool.parents[1])}
-    done = subprocess.run([sys.executable, str(tool), "--check"], env=env)
-    assert done.returncode == 0, "docs/RECIPES.md is stale: run python tools/write_recipes_doc.py"
+    # (that the page is current: tests/test_docs.py, for every generated part)
     from attn_lib.cli import recipe_reference
     from attn_lib.training.recipe import recipe_fields
 
-    page = (tool.parents[1] / "docs" / "RECIPES.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "RECIPES.md").read_text(
+        encoding="utf-8")
     assert recipe_reference() in page
     assert all(f"| `{f.name}` |" in page for f in recipe_fields())

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", ROOT / "notebooks" / "README.md",
@@ -55,3 +56,16 @@ def test_readme_links_every_docs_page():
     missing = [p.name for p in sorted((ROOT / "docs").glob("*.md"))
                if f"docs/{p.name}" not in readme]
     assert not missing, f"README.md does not link {missing}"
+
+
+def test_generated_parts_are_current_and_their_markers_are_checked():
+    tool = load_script("write_generated_docs", "tools")
+    stale = [f"{page.relative_to(ROOT)} ({name})" for page, (name, write) in tool.PARTS.items()
+             if tool.with_part(page.read_text(encoding="utf-8"), name, write())
+             != page.read_text(encoding="utf-8")]
+    assert not stale, f"stale: {stale}; run python tools/write_generated_docs.py"
+    with pytest.raises(ValueError, match="no markers for its cpu study summary"):
+        tool.with_part("no markers here", "cpu study summary", "x")
+    begin, end = tool.markers("part")
+    assert tool.with_part(f"a\n{begin}old\n{end}b\n", "part", "new\n") == (
+        f"a\n{begin}new\n{end}b\n")

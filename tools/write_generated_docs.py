@@ -1,34 +1,67 @@
-"""Write the generated table of docs/RECIPES.md from the Recipe dataclass (attn_lib.cli).
+"""Write the generated parts of the docs from the code and the committed results.
 
-    python tools/write_recipes_doc.py          # rewrite the table in place
-    python tools/write_recipes_doc.py --check  # exit 1 if the page is stale
+* ``docs/RECIPES.md``: the table of Recipe fields (``attn_lib.cli.recipe_reference``);
+* ``README.md``: the CPU study's summary (``attn_lib.study.report.readme_summary`` of
+  ``results/cifar10-cpu/results.json``).
+
+    python tools/write_generated_docs.py          # rewrite every generated part in place
+    python tools/write_generated_docs.py --check  # exit 1 (naming the page) if one is stale
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from attn_lib.cli import recipe_reference
+from attn_lib.study.report import readme_summary
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "RECIPES.md"
-BEGIN = "<!-- begin generated table: python tools/write_recipes_doc.py -->\n"
-END = "<!-- end generated table -->\n"
+ROOT = Path(__file__).resolve().parents[1]
+CPU_RESULTS = ROOT / "results" / "cifar10-cpu" / "results.json"
 
 
-def with_table(text: str) -> str:
-    """``text`` with the part between the markers replaced by the current table."""
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + BEGIN + recipe_reference() + END + tail
+def cpu_study_summary() -> str:
+    return readme_summary(json.loads(CPU_RESULTS.read_text(encoding="utf-8")))
+
+
+#: page -> (name of its generated part, what writes it)
+PARTS: dict[Path, tuple[str, Callable[[], str]]] = {
+    ROOT / "docs" / "RECIPES.md": ("recipe table", recipe_reference),
+    ROOT / "README.md": ("cpu study summary", cpu_study_summary),
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return (f"<!-- begin generated {name}: python tools/write_generated_docs.py -->\n",
+            f"<!-- end generated {name} -->\n")
+
+
+def with_part(text: str, name: str, body: str) -> str:
+    """``text`` with the part between ``name``'s markers replaced by ``body``."""
+    begin, end = markers(name)
+    if begin not in text or end not in text:
+        raise ValueError(f"the page has no markers for its {name}: add {begin!r} and {end!r}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + begin + body + end + tail
 
 
 def main(argv: list[str]) -> int:
-    text = PAGE.read_text(encoding="utf-8")
-    fresh = with_table(text)
-    if "--check" in argv:
-        return 0 if fresh == text else 1
-    PAGE.write_text(fresh, encoding="utf-8")
+    stale = []
+    for page, (name, write) in PARTS.items():
+        text = page.read_text(encoding="utf-8")
+        fresh = with_part(text, name, write())
+        if fresh == text:
+            continue
+        if "--check" in argv:
+            stale.append(f"{page.relative_to(ROOT)} ({name})")
+        else:
+            page.write_text(fresh, encoding="utf-8")
+    if stale:
+        print("stale: " + ", ".join(stale) + "; run python tools/write_generated_docs.py")
+        return 1
     return 0
 
 
