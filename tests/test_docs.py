@@ -60,9 +60,8 @@ def test_readme_links_every_docs_page():
 
 def test_generated_parts_are_current_and_their_markers_are_checked():
     tool = load_script("write_generated_docs", "tools")
-    stale = [f"{page.relative_to(ROOT)} ({name})" for page, (name, write) in tool.PARTS.items()
-             if tool.with_part(page.read_text(encoding="utf-8"), name, write())
-             != page.read_text(encoding="utf-8")]
+    stale = [f"{page.relative_to(ROOT)} ({name})"
+             for page, (name, text, fresh) in tool.refreshed().items() if fresh != text]
     assert not stale, f"stale: {stale}; run python tools/write_generated_docs.py"
     with pytest.raises(ValueError, match="no markers for its cpu study summary"):
         tool.with_part("no markers here", "cpu study summary", "x")

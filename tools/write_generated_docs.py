@@ -48,11 +48,18 @@ def with_part(text: str, name: str, body: str) -> str:
     return head + begin + body + end + tail
 
 
-def main(argv: list[str]) -> int:
-    stale = []
+def refreshed() -> dict[Path, tuple[str, str, str]]:
+    """Each page with a generated part: ``(part name, text now, text with the part current)``."""
+    pages = {}
     for page, (name, write) in PARTS.items():
         text = page.read_text(encoding="utf-8")
-        fresh = with_part(text, name, write())
+        pages[page] = (name, text, with_part(text, name, write()))
+    return pages
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for page, (name, text, fresh) in refreshed().items():
         if fresh == text:
             continue
         if "--check" in argv:

@@ -170,5 +170,4 @@ def with_training_stats(dataset: ArrayDataset, data_info: dict[str, Any]) -> Arr
     ``data``), whatever the data set's own: what the model saw is what it must see again."""
     if data_info.get("mean") is None or data_info.get("std") is None:
         return dataset
-    return replace(dataset, mean=tuple(data_info["mean"]),
-                               std=tuple(data_info["std"]))
+    return replace(dataset, mean=tuple(data_info["mean"]), std=tuple(data_info["std"]))

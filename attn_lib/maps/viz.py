@@ -394,7 +394,7 @@ def plot_map_columns(
         rgb = to_rgb_image(images[i], mean, std)
         _show(axes[i, 0], rgb, row_titles[i] if row_titles else "", "black", 8)
         for ax, col in zip(axes[i, 1:], cols):
-            single = _map_2d(col.maps[i].detach().cpu().float())
+            single = _map_2d(col.maps[i])
             if col.signed:
                 _draw_signed(ax, rgb, single)
             elif single.max() > 0:

@@ -27,7 +27,7 @@ from ..data import normalize, one_per_class
 from ..figures import ATTENTION_IMAGES, ATTENTION_PNG
 from ..maps.gradcam import gradcam
 from ..models import LEVEL_LAYERS
-from .scales import REFERENCE_NOTE, REFERENCES, run_name
+from .scales import BACKBONE_CONTROL, PAPER_MODELS, REFERENCE_NOTE, REFERENCES, run_name
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
@@ -178,6 +178,15 @@ def _pct(pair: tuple[float, float], n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
+def _shuffle(model_summary: dict[str, Any]) -> str:
+    """The g-shuffle accuracy change of one model's summary, in points ("–" without one)."""
+    if "g_shuffle_delta_acc" not in model_summary:
+        return "–"
+    mean, std = model_summary["g_shuffle_delta_acc"]
+    spread = f" ± {100 * std:.2f}" if len(model_summary["seeds"]) > 1 else ""
+    return f"{100 * mean:+.2f}{spread}"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
@@ -210,13 +219,9 @@ def markdown(results: dict[str, Any]) -> str:
     for model, s in summary.items():
         n = len(s["seeds"])
         attacks = f"{_pct(s['fgsm'][top], n)} | {_pct(s['pgd'][top], n)}"
-        shuffle = "–"
-        if "g_shuffle_delta_acc" in s:
-            mean, std = s["g_shuffle_delta_acc"]
-            shuffle = f"{100 * mean:+.2f}" + (f" ± {100 * std:.2f}" if n > 1 else "")
         lines.append(f"| `{model}` | {s['parameters']:,} | {_minutes(s['train_time_s'][0])} | "
                      f"{_pct(s['test_acc'], n)} | {_pct(s['test_acc_tta'], n)} | {attacks} | "
-                     f"{shuffle} |")
+                     f"{_shuffle(s)} |")
     lines += robustness_markdown(results)
     refs = [(m, r) for m, rs in results["references"].items() for r in rs]
     lines += ["", "## For comparison (not measured here)", ""]
@@ -264,8 +269,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 #: The comparisons that say what attention adds: (model, control) pairs of the README summary.
-GAPS = (("vgg-noatt", "vgg"), ("vgg-att3-concat-pc", "vgg-noatt"),
-        ("vgg-att3-concat-dp", "vgg-noatt"))
+GAPS = ((BACKBONE_CONTROL, PAPER_MODELS[0]), ("vgg-att3-concat-pc", BACKBONE_CONTROL),
+        ("vgg-att3-concat-dp", BACKBONE_CONTROL))
 
 
 def readme_summary(results: dict[str, Any]) -> str:
@@ -273,28 +278,23 @@ def readme_summary(results: dict[str, Any]) -> str:
     budget, the g-shuffle change), the accuracy gaps of :data:`GAPS` and the robustness
     verdict, all computed from ``results.json`` (``tools/write_generated_docs.py``)."""
     summary = results["summary"]
+    first = next(iter(summary.values()))
     # budgets in grey levels; read back from results.json they are strings ("8.0")
-    budgets = [e for e in next(iter(summary.values()))["pgd"]
+    budgets = [e for e in first["pgd"]
                if float(e) < results["study"]["large_epsilon"] * 255 - 1e-6]
     lines = ["| model | parameters | test acc (%) | "
              + " | ".join(f"FGSM / PGD ε = {_eps(float(e))}/255" for e in budgets)
              + " | Δ acc, g shuffled (pp) |",
              "|---|---:|---:|" + "---:|" * len(budgets) + "---:|"]
     for model, s in summary.items():
-        n = len(s["seeds"])
-        shuffle = "–"
-        if "g_shuffle_delta_acc" in s:
-            mean, std = s["g_shuffle_delta_acc"]
-            shuffle = f"{100 * mean:+.2f}" + (f" ± {100 * std:.2f}" if n > 1 else "")
         attacks = " | ".join(f"{100 * s['fgsm'][e][0]:.1f} / {100 * s['pgd'][e][0]:.1f}"
                              for e in budgets)
-        lines.append(f"| `{model}` | {s['parameters']:,} | {_pct(s['test_acc'], n)} | "
-                     f"{attacks} | {shuffle} |")
+        lines.append(f"| `{model}` | {s['parameters']:,} | "
+                     f"{_pct(s['test_acc'], len(s['seeds']))} | {attacks} | {_shuffle(s)} |")
     gaps = [f"`{a}` − `{b}`: {100 * (summary[a]['test_acc'][0] - summary[b]['test_acc'][0]):+.2f}"
             for a, b in GAPS if a in summary and b in summary]
     if gaps:
         lines += ["", "Gaps in mean test accuracy (percentage points): " + "; ".join(gaps) + "."]
-    first = next(iter(summary.values()))
     lines += ["", f"Attacks on {first['attack_images']:,} test images, mean over seeds. "
               + results["robustness_verdict"]]
     return "\n".join(lines) + "\n"
