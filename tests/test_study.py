@@ -483,6 +483,8 @@ class _Recorder(nn.Module):
 
 
 def _pixels_of(x: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation without clamping (unlike attn_lib.data.denormalize), so that an
+    attack that leaves [0, 1] shows it."""
     return x * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
 
 
