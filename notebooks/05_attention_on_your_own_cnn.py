@@ -281,6 +281,7 @@ dp_model = add_attention(cifar_stem(ResNet(BasicBlock, [1, 1, 1, 1])), ["layer2"
                          "layer4", compatibility="dp", num_classes=10, input_size=(3, 32, 32))
 dp_effect = global_shuffle_effect(dp_model.to(DEVICE).eval(), test_set, batch_size=250)
 print(f"dp: largest change of an attention weight {dp_effect['max_attention_change']:.3f}")
+assert dp_effect["max_attention_change"] > 1e-3, "with dp another image's g moves the maps"
 
 # %% [markdown]
 # <details><summary><b>Solution 2</b> (click to open)</summary>
