@@ -92,13 +92,13 @@ from attn_lib.maps.explorer import attention_explorer
 from attn_lib.maps.gradcam import gradcam_layers, upsample_maps
 from attn_lib.maps.localize import format_table, localization_scores, pointing_game
 from attn_lib.maps.viz import (
-    LEVEL_LAYERS,
     MapColumn,
     overlay_attention,
     plot_attention_grid,
     plot_map_columns,
     to_rgb_image,
 )
+from attn_lib.models import LEVEL_LAYERS
 from attn_lib.study.scales import REFERENCE_NOTE, REFERENCES
 
 if attn_lib.__version__ != ATTN_LIB_VERSION:

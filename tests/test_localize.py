@@ -114,6 +114,7 @@ def test_rows_per_method_and_level(tiny_set):
         ("contribution", 1), ("contribution", 2), ("contribution", 3),
         ("gradcam", 1), ("gradcam", 2), ("gradcam", 3), ("chance", None), ("uniform", None)]
     assert [r.model for r in rows[6:9]] == ["vgg"] * 3
+    assert [r.layer for r in rows] == ["conv7", "conv10", "conv13"] * 3 + ["", ""]
     area = tiny_set.masks.flatten(1).float().mean(1).mean().item()
     chance, uniform = rows[-2], rows[-1]
     assert uniform.mass_in_mask == pytest.approx(area) == pytest.approx(uniform.pointing_game)
@@ -173,6 +174,18 @@ def test_sweep_best_fraction_and_area_under_the_curve():
     assert chance.sweep_summary(1)[2] < auc / 2
 
 
+def test_rows_name_the_layers_of_a_model_beyond_the_vgg(tiny_set):
+    """An attention ResNet's levels are its stages: level 1 is not the VGG's conv7."""
+    torch.manual_seed(0)
+    model = attn_lib.build_model("resnet20-att2-concat-pc", num_classes=8, width=0.0625)
+    rows = localization_scores(model, tiny_set, limit=4)
+    assert [(r.method, r.level, r.layer) for r in rows] == [
+        ("attention", 1, "stage 2"), ("attention", 2, "stage 3"),
+        ("contribution", 1, "stage 2"), ("contribution", 2, "stage 3"),
+        ("chance", None, ""), ("uniform", None, "")]
+    assert json.loads(format_rows(rows, "json"))[0]["layer"] == "stage 2"
+
+
 def test_models_without_attention_get_gradcam_rows(tiny_set):
     rows = localization_scores(_tiny("vgg"), tiny_set, limit=8)
     assert [(r.method, r.level) for r in rows] == [
@@ -188,7 +201,8 @@ def test_dataset_without_masks_is_an_error(tiny_set):
 
 
 def test_formats():
-    rows = [LocalizationRow("attention", 1, 0.5, 0.75, "m", 0.9, 10, 0.25, 0.4, 0.45, 0.1, 0.3),
+    rows = [LocalizationRow("attention", 1, 0.5, 0.75, "m", 0.9, 10, 0.25, 0.4, 0.45, 0.1, 0.3,
+                            "conv7"),
             LocalizationRow("chance", None, 0.1, 0.1, "", None, 10, math.nan, 0.05, 0.1, 0.2,
                             0.15)]
     table = format_rows(rows).splitlines()
@@ -199,7 +213,18 @@ def test_formats():
                                 "0.400", "0.450", "0.100", "0.300", "0.900", "10"]
     assert table[2].split() == ["chance", "-", "-", "-", "0.100", "0.100", "nan", "0.050",
                                 "0.100", "0.200", "0.150", "-", "10"]
+    # Aligned: names start under their header, numbers end under theirs (cells are no wider).
+    for name, cells in zip(table[0].split(), zip(table[1].split(), table[2].split())):
+        start = table[0].index(name)
+        for line, value in zip(table[1:], cells):
+            if name in ("method", "model", "layer"):
+                assert line[start:start + len(value)] == value, (name, line)
+            else:
+                end = start + len(name)
+                assert line[end - len(value):end] == value and line[end:end + 1] in ("", " ")
     assert json.loads(format_rows(rows, "json"))[1]["level"] is None
+    assert format_rows(rows, "json").splitlines()[:3] == [  # one field a line, for reading
+        "[", "  {", '    "method": "attention",']
     assert format_rows(rows, "csv").splitlines()[1] == (
         "attention,m,1,conv7,0.5,0.75,0.25,0.4,0.45,0.1,0.3,0.9,10")
     with pytest.raises(ValueError, match="format"):

@@ -229,6 +229,15 @@ def test_explorer_level_index_and_filter_change_what_is_drawn():
     assert index.max == 5 and "image 0 (1 of 6" in status.value
 
 
+def test_explorer_names_the_levels_of_a_model_beyond_the_vgg():
+    pytest.importorskip("ipywidgets")
+    torch.manual_seed(0)
+    model = attn_lib.build_model("resnet20-att2-concat-pc", num_classes=3, width=0.0625)
+    view = _controls(attention_explorer(model, _Images(), interactive=True))[2]
+    assert [label for label, _ in view.options][:2] == [
+        "level 1 (stage 2)", "level 2 (stage 3)"]  # its stages, not the VGG's conv7, conv10
+
+
 def test_explorer_class_filter_change_draws_once():
     pytest.importorskip("ipywidgets")
     box = attention_explorer(ChannelMaps(), _Images(), interactive=True)

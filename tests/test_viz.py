@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,8 +15,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
 import attn_lib  # noqa: E402
+import attn_lib.maps.explorer as explorer_module  # noqa: E402
 from attn_lib.maps.explorer import attention_explorer  # noqa: E402
-from attn_lib.maps.gradcam import gradcam, gradcam_layers  # noqa: E402
+from attn_lib.maps.gradcam import gradcam, gradcam_layers, upsample_maps  # noqa: E402
 from attn_lib.maps.viz import (  # noqa: E402
     MapColumn,
     overlay_attention,
@@ -193,13 +196,55 @@ def test_map_columns_draw_each_kind_of_map_as_it_should_be_read():
 
 def test_map_columns_check_lengths_and_unnormalise():
     images = _batch(2)
-    with pytest.raises(ValueError, match="3 maps for 2 images"):
+    with pytest.raises(ValueError,
+                       match="^column 'a' has 3 maps for 2 images; pass one map per image$"):
         plot_map_columns(images, [("a", torch.rand(3, 1, 4, 4))], mean=MEAN, std=STD)
-    with pytest.raises(ValueError, match="1 row titles for 2 images"):
+    with pytest.raises(ValueError, match="^1 row titles for 2 images; pass one per image$"):
         plot_map_columns(images, [("a", torch.rand(2, 1, 4, 4))], ["x"], MEAN, STD)
     fig = plot_map_columns(images, [("a", torch.rand(2, 4, 4))], mean=MEAN, std=STD)
     shown = fig.axes[0].images[0].get_array()
     assert np.allclose(shown, to_rgb_image(images[0], MEAN, STD)), "true colours"
+    assert [a.get_title() for a in fig.axes] == ["", "a", "", ""], "no row titles: none shown"
+    _assert_panels_about_two_inches(fig, rows=2, cols=2)
+
+
+def _assert_panels_about_two_inches(fig: Figure, rows: int, cols: int) -> None:
+    """Every panel keeps a readable size, whatever the number of images and columns."""
+    width, height = fig.get_size_inches()
+    assert 1.7 <= width / cols <= 2.3 and 1.7 <= height / rows <= 2.5, (width, height)
+    assert type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine", "no overlaps"
+
+
+def test_map_columns_one_image_alpha_colormap_and_the_all_zero_label():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    image, peak = _image(0)[None], _corner_map()[None, None]
+    fig = plot_map_columns(image, [("a", peak)], alpha=0.8, cmap="viridis")
+    _assert_panels_about_two_inches(fig, rows=1, cols=2)
+    shown = fig.axes[1].images[0].get_array()
+    assert np.allclose(shown, overlay_attention(image[0], peak[0], alpha=0.8, cmap="viridis"))
+    fig = plot_map_columns(image, [("zero", torch.zeros(1, 1, 4, 4))])
+    ax, canvas = fig.axes[1], FigureCanvasAgg(fig)
+    canvas.draw()
+    (label,) = ax.texts
+    box = label.get_window_extent(canvas.get_renderer())
+    panel = ax.get_window_extent(canvas.get_renderer())
+    assert abs(box.x0 + box.x1 - panel.x0 - panel.x1) < 2, "centred across the panel"
+    assert abs(box.y0 + box.y1 - panel.y0 - panel.y1) < 2, "centred down the panel"
+
+
+def test_signed_maps_scale_on_their_largest_magnitude_over_a_grey_image():
+    images = torch.stack([_image(0), _image(1) * 0.5, _image(2)])  # the second one is dark
+    signed = torch.zeros(3, 1, 4, 4)  # all zero but the first: nothing to scale on
+    signed[0, 0, 0, 0], signed[0, 0, 3, 3] = 0.005, -0.02  # against outweighs for; both small
+    fig = plot_map_columns(images, [MapColumn("share", signed, True)])
+    for row, limit in enumerate([0.02, 1e-12, 1e-12]):
+        grey, heat = fig.axes[2 * row + 1].images
+        assert heat.get_clim() == pytest.approx((-limit, limit), rel=1e-6)
+        assert 0 < heat.get_alpha() < 1, "the image shows through the map"
+        assert grey.get_cmap().name == "gray" and 0 < grey.get_alpha() < 1
+        assert grey.get_clim() == (0.0, 1.0), "a dark image stays dark"
+        assert np.allclose(grey.get_array(), to_rgb_image(images[row]).mean(-1))
 
 
 def test_grid_restores_training_mode_and_checks_inputs():
@@ -227,6 +272,21 @@ class _TinySet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+@pytest.mark.parametrize(("shell", "expected"), [
+    (None, False),  # plain Python
+    (object(), False),  # an IPython terminal: no kernel, widgets cannot show
+    (type("Shell", (), {"kernel": None})(), False),
+    (type("Shell", (), {"kernel": object()})(), True),  # Jupyter, Colab
+])
+def test_explorer_knows_when_it_runs_in_a_kernel(monkeypatch, shell, expected):
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    assert explorer_module._in_kernel() is expected
+    monkeypatch.setitem(sys.modules, "IPython", None)  # IPython not installed
+    assert explorer_module._in_kernel() is False
 
 
 def test_explorer_is_a_static_figure_without_a_kernel():
@@ -306,12 +366,54 @@ def test_gradcam_on_attn_models_shape_range_and_side_effects():
 
 def test_gradcam_rejects_bad_targets_and_layers():
     model = _model("vgg")
-    with pytest.raises(ValueError, match="target classes"):
+    with pytest.raises(ValueError, match=r"^target classes must be in \[0, 3\], got \[7\]$"):
         gradcam(model, _batch(1), target=7)
+    with pytest.raises(ValueError, match=r"^target classes must be in \[0, 3\], got \[4\]$"):
+        gradcam(model, _batch(1), target=4)  # one past the last class
     with pytest.raises(ValueError, match="one class or one per image"):
         gradcam(model, _batch(2), target=[0, 1, 2])
     with pytest.raises(ValueError,
                        match=r"must be a level \(1 = conv7, 2 = conv10, 3 = conv13\), got 4"):
         gradcam(model, _batch(1), layer=4)
-    with pytest.raises(ValueError, match="layer="):
+    with pytest.raises(ValueError, match="^_TwoChannelNet has no VGG backbone: pass the conv "
+                                         "layer to use as layer=$"):
         gradcam(_TwoChannelNet(), torch.rand(1, 2, 4, 4))
+    for images in (torch.rand(2, 4, 4), torch.rand(2, 4, 4).tolist()):
+        with pytest.raises(ValueError, match=r"^images must be a float batch \(N, C, H, W\)$"):
+            gradcam(model, images)
+
+
+def test_gradcam_upsamples_cell_centred():
+    """A cell of a pooled map covers an equal patch: align_corners=False, not True."""
+    cells = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
+    row = upsample_maps(cells, (4, 4))[0, 0, 0]
+    assert torch.allclose(row, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    assert upsample_maps(cells, (2, 2)).equal(cells)
+
+
+class _NamedLayerNet(_TwoChannelNet):
+    """A model beyond the VGG that names its own default Grad-CAM layer, and has a backbone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gradcam_layer = self.conv
+        self.unused = nn.Conv2d(2, 2, 1)  # runs, but does not reach the logits
+        self.backbone = _model("vgg").backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.unused(x)
+        return super().forward(x)
+
+
+def test_gradcam_default_layer_frozen_parameters_and_layers_off_the_logits():
+    x = torch.zeros(1, 2, 8, 8)
+    x[0, 0, :2, :2] = 1.0
+    net = _NamedLayerNet()
+    assert torch.equal(gradcam(net, x, target=0), gradcam(net, x, target=0, layer=net.conv))
+    with pytest.raises(ValueError, match="must be a level"):
+        gradcam(net, x, layer=5)  # an int names a backbone level, not the model's own layer
+    for p in net.parameters():
+        p.requires_grad_(False)  # gradients flow from the input, so a frozen model works
+    cam, off = gradcam_layers(net, x, 0, (net.conv, net.unused))
+    assert cam[0, 0, 0, 0] == 1.0
+    assert torch.equal(off, torch.zeros_like(off))  # no path to the logits: no evidence

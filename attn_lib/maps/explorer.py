@@ -24,8 +24,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from ..models import level_layer_name
 from .viz import (
-    LEVEL_LAYERS,
     _class_name,
     _show,
     overlay_attention,
@@ -67,12 +67,13 @@ class _Explorer:
         levels = list(enumerate(getattr(model, "levels", ())))
         #: (title, kind, position): kind "attention", "contribution" or "gradcam"
         self.views: list[tuple[str, str, int | None]] = [
-            (f"level {level} ({LEVEL_LAYERS.get(level, '?')})", "attention", position)
-            for position, level in levels
+            (f"level {level} ({level_layer_name(model, position) or '?'})", "attention",
+             position) for position, level in levels
         ]
         if hasattr(model, "heads") and hasattr(model, "estimators"):  # an AttnVGG head
-            self.views += [(f"contribution, level {level} ({LEVEL_LAYERS.get(level, '?')})",
-                            "contribution", position) for position, level in levels]
+            self.views += [
+                (f"contribution, level {level} ({level_layer_name(model, position) or '?'})",
+                 "contribution", position) for position, level in levels]
         if gradcam or not self.views:
             self.views.append((GRADCAM, "gradcam", None))
 

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from .._device import model_device
-from ..models import LEVEL_LAYERS, split_output
+from ..models import LEVEL_LAYERS, level_layer_name, split_output
 from .contribution import contribution_maps
 from .gradcam import gradcam_layers, upsample_maps
 
@@ -97,6 +97,7 @@ class LocalizationRow(NamedTuple):
     jaccard_best: float = math.nan  #: best mean Jaccard over the swept fixed fractions
     best_fraction: float = math.nan  #: the fraction of the image that gives jaccard_best
     jaccard_auc: float = math.nan  #: area under the mean Jaccard-against-fraction curve
+    layer: str = ""  #: the layer the maps come from ("" for uniform and chance)
 
 
 def _prepare(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -415,20 +416,23 @@ def localization_scores(
             m.train(mode)
 
     def row(method: str, level: int | None, acc: _Accumulator, who: nn.Module | None,
-            accuracy: float | None) -> LocalizationRow:
+            accuracy: float | None, layer: str = "") -> LocalizationRow:
         best, fraction, auc = acc.sweep_summary(n)
         return LocalizationRow(method, level, acc.mass / n, acc.hits / n,
                                _name(who) if who is not None else "", accuracy, n,
-                               acc.jaccard / n, acc.topk / n, best, fraction, auc)
+                               acc.jaccard / n, acc.topk / n, best, fraction, auc, layer)
 
     accuracies = [c / n for c in correct]
-    rows = [row("attention", level, acc, model, accuracies[0])
+    # Attention and contribution levels are the model's own; Grad-CAM's are the VGG's.
+    layers = {level: level_layer_name(model, position)
+              for position, level in enumerate(getattr(model, "levels", ()))}
+    rows = [row("attention", level, acc, model, accuracies[0], layers[level])
             for level, acc in sorted(attention_acc.items())]
-    rows += [row("contribution", level, acc, model, accuracies[0])
+    rows += [row("contribution", level, acc, model, accuracies[0], layers[level])
              for level, acc in sorted(contribution_acc.items())]
     for index, (m, which) in enumerate(cams):
         accuracy = accuracies[0] if which == "model" else accuracies[1]
-        rows += [row("gradcam", level, cam_acc[(index, level)], m, accuracy)
+        rows += [row("gradcam", level, cam_acc[(index, level)], m, accuracy, LEVEL_LAYERS[level])
                  for level in GRADCAM_LEVELS]
     rows.append(row("chance", None, chance, None, None))
     rows.append(row("uniform", None, uniform, None, None))
@@ -444,7 +448,7 @@ def _record(row: LocalizationRow) -> dict[str, Any]:
         "method": row.method,
         "model": row.model,
         "level": row.level,
-        "layer": LEVEL_LAYERS.get(row.level, "") if row.level is not None else "",
+        "layer": row.layer,
         "mass_in_mask": row.mass_in_mask,
         "pointing_game": row.pointing_game,
         "jaccard": row.jaccard,

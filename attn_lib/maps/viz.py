@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .._device import model_device
-from ..models import LEVEL_LAYERS, split_output
+from ..models import level_layer_name, split_output
 from .gradcam import gradcam as _gradcam
 from .gradcam import upsample_maps
 
@@ -232,9 +232,7 @@ def _level_title(model: nn.Module, position: int, attention: Tensor) -> str:
     levels = getattr(model, "levels", None)
     level = levels[position] if levels is not None else position + 1
     h, w = attention.shape[-2:]
-    names = getattr(model, "layer_names", None)  # models beyond the VGG name their levels
-    layer = names[position] if names else LEVEL_LAYERS.get(level, "")
-    return f"attention {level}\n{layer} {h}x{w}".rstrip()
+    return f"attention {level}\n{level_layer_name(model, position)} {h}x{w}".rstrip()
 
 
 def _check_batch(images: Tensor, labels: Any) -> Tensor | None:

@@ -26,7 +26,7 @@ from ..checkpoint import load_model
 from ..data import normalize, one_per_class
 from ..figures import ATTENTION_IMAGES, ATTENTION_PNG
 from ..maps.gradcam import gradcam
-from ..models import LEVEL_LAYERS
+from ..models import level_layer_name
 from .scales import BACKBONE_CONTROL, PAPER_MODELS, REFERENCE_NOTE, REFERENCES, run_name
 
 RESULTS_JSON = "results.json"
@@ -428,8 +428,8 @@ def plot_study_attention(results: dict[str, Any], test_set: Any, runs_dir: Path,
     columns: list[tuple[str, Any]] = []
     for name, model in loaded.items():
         _, maps = predict(model, x)
-        layers = getattr(model, "layer_names", None) or [LEVEL_LAYERS[lv] for lv in model.levels]
-        for layer, level_maps in zip(layers, maps):
+        for position, level_maps in enumerate(maps):
+            layer = level_layer_name(model, position)
             h = level_maps.shape[-1]
             columns.append((f"{name.replace('vgg-', '')}\n{layer} {h}x{h}", level_maps))
     if not columns:
