@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from attn_lib.maps.localize import (
     TOPK_FRACTIONS,
     LocalizationRow,
     _Accumulator,
+    _sweep_regions,
     chance_jaccard,
     format_rows,
     jaccard_index,
@@ -123,6 +125,16 @@ def test_rows_per_method_and_level(tiny_set):
     for key in ("jaccard_topk", "jaccard_best", "best_fraction", "jaccard_auc"):
         assert getattr(uniform, key) == pytest.approx(getattr(chance, key), abs=1e-6)
     assert chance.jaccard_topk < uniform.jaccard and math.isnan(chance.jaccard)
+    # Summed over three batches of up to 10 images, the chance row is each score's mean.
+    masks = torch.as_tensor(tiny_set.masks).bool()
+    assert chance.mass_in_mask == pytest.approx(area) == pytest.approx(chance.pointing_game)
+    assert chance.jaccard_topk == pytest.approx(chance_jaccard(masks).double().mean().item())
+    curve = chance_jaccard(masks, _sweep_regions(masks)).double().mean(0)
+    assert chance.jaccard_best == pytest.approx(curve.max().item())
+    assert chance.best_fraction == TOPK_FRACTIONS[int(curve.argmax())]
+    x = torch.tensor((0.0, *TOPK_FRACTIONS), dtype=torch.float64)
+    auc = torch.trapezoid(torch.cat([torch.zeros(1, dtype=torch.float64), curve]), x)
+    assert chance.jaccard_auc == pytest.approx(auc.item())
     for r in rows:
         assert 0.0 <= r.mass_in_mask <= 1.0 and 0.0 <= r.pointing_game <= 1.0
         assert r.images == 24
@@ -186,6 +198,18 @@ def test_rows_name_the_layers_of_a_model_beyond_the_vgg(tiny_set):
     assert json.loads(format_rows(rows, "json"))[0]["layer"] == "stage 2"
 
 
+def test_rows_name_a_model_without_a_name_by_its_class(tiny_set):
+    torch.manual_seed(0)
+    model = attn_lib.models.AttnVGG(num_classes=8, width=0.0625)  # not from build_model
+    assert {r.model for r in localization_scores(model, tiny_set, limit=2)} == {"AttnVGG", ""}
+
+
+def test_swept_regions_are_fractions_of_every_pixel_at_least_one():
+    masks = torch.zeros(2, 4, 6, dtype=torch.bool)  # 24 pixels, not square
+    expected = [1, 1, 1, 1, 2, 2, 3, 4, 5, 6, 7, 10, 12, 14, 17, 19, 22, 24]  # round(f * 24)
+    assert _sweep_regions(masks).tolist() == [expected] * 2
+
+
 def test_models_without_attention_get_gradcam_rows(tiny_set):
     rows = localization_scores(_tiny("vgg"), tiny_set, limit=8)
     assert [(r.method, r.level) for r in rows] == [
@@ -195,9 +219,37 @@ def test_models_without_attention_get_gradcam_rows(tiny_set):
 
 def test_dataset_without_masks_is_an_error(tiny_set):
     import dataclasses
+    from types import SimpleNamespace
 
-    with pytest.raises(ValueError, match="no object masks"):
-        localization_scores(_tiny("vgg-att2-concat-pc"), dataclasses.replace(tiny_set, masks=None))
+    fix = re.escape("; localisation needs a dataset with masks, e.g. load_dataset('synthetic', "
+                    "split='test') or 'cub200'") + "$"
+    model = _tiny("vgg-att2-concat-pc")
+    with pytest.raises(ValueError, match="^dataset 'synthetic' has no object masks" + fix):
+        localization_scores(model, dataclasses.replace(tiny_set, masks=None))
+    with pytest.raises(ValueError, match="^dataset '' has no object masks" + fix):
+        localization_scores(model, SimpleNamespace(images=tiny_set.images))
+
+
+def test_batch_sizes_and_image_counts_at_their_limits(tiny_set):
+    import dataclasses
+
+    model = _tiny("vgg-att2-concat-pc")
+    with pytest.raises(ValueError, match="^batch_size must be positive, got 0$"):
+        localization_scores(model, tiny_set, batch_size=0)
+    one = localization_scores(model, tiny_set, batch_size=1, limit=1)
+    assert {r.images for r in one} == {1}
+    empty = dataclasses.replace(tiny_set, masks=torch.zeros_like(torch.as_tensor(tiny_set.masks)))
+    with pytest.raises(ValueError, match="^no images with a non-empty object mask to score$"):
+        localization_scores(model, empty)
+
+
+def test_a_model_beyond_the_vgg_without_attention_is_told_to_name_a_layer(tiny_set):
+    """Its Grad-CAM rows need the VGG's levels; a plain classifier gets the error, not a crash."""
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 8))
+    with pytest.raises(ValueError, match="^Sequential has no VGG backbone"):
+        localization_scores(plain, tiny_set, limit=2)
 
 
 def test_formats():
@@ -227,7 +279,10 @@ def test_formats():
         "[", "  {", '    "method": "attention",']
     assert format_rows(rows, "csv").splitlines()[1] == (
         "attention,m,1,conv7,0.5,0.75,0.25,0.4,0.45,0.1,0.3,0.9,10")
-    with pytest.raises(ValueError, match="format"):
+    csv_text = format_rows(rows, "csv")
+    assert "\r" not in csv_text and not csv_text.endswith("\n"), "plain lines, none empty"
+    with pytest.raises(ValueError,
+                       match="^unknown format 'xml'; expected one of table, csv, json$"):
         format_rows(rows, "xml")
 
 
