@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import attn_lib
-from attn_lib.data import load_dataset, make_synthetic
+from attn_lib.data import load_dataset, make_synthetic, normalize
+from attn_lib.maps.contribution import contribution_maps
 from attn_lib.maps.localize import (
     TOPK_FRACTIONS,
     LocalizationRow,
@@ -24,6 +25,7 @@ from attn_lib.maps.localize import (
     pointing_game,
     topk_jaccard,
 )
+from attn_lib.models import split_output
 
 
 def _box_mask(size: int = 32, top: int = 4, left: int = 4, side: int = 8) -> torch.Tensor:
@@ -109,8 +111,8 @@ def _tiny(name: str) -> torch.nn.Module:
 
 
 def test_rows_per_method_and_level(tiny_set):
-    rows = localization_scores(_tiny("vgg-att3-concat-pc"), tiny_set, baseline=_tiny("vgg"),
-                               batch_size=10)
+    model, baseline = _tiny("vgg-att3-concat-pc"), _tiny("vgg")
+    rows = localization_scores(model, tiny_set, baseline=baseline, batch_size=10)
     assert [(r.method, r.level) for r in rows] == [
         ("attention", 1), ("attention", 2), ("attention", 3),
         ("contribution", 1), ("contribution", 2), ("contribution", 3),
@@ -135,6 +137,14 @@ def test_rows_per_method_and_level(tiny_set):
     x = torch.tensor((0.0, *TOPK_FRACTIONS), dtype=torch.float64)
     auc = torch.trapezoid(torch.cat([torch.zeros(1, dtype=torch.float64), curve]), x)
     assert chance.jaccard_auc == pytest.approx(auc.item())
+    # Accuracies over all batches, each model its own; contribution maps for the true class.
+    x, labels = normalize(tiny_set.images, tiny_set.mean, tiny_set.std), tiny_set.labels
+    with torch.no_grad():
+        for row, net in ((rows[0], model.eval()), (rows[6], baseline.eval())):
+            predicted = split_output(net(x))[0].argmax(1)
+            assert row.accuracy == pytest.approx((predicted == labels).double().mean().item())
+    shares = contribution_maps(model, x, labels).maps[0].clamp_min(0)
+    assert rows[3].mass_in_mask == pytest.approx(mass_in_mask(shares, masks).mean().item())
     for r in rows:
         assert 0.0 <= r.mass_in_mask <= 1.0 and 0.0 <= r.pointing_game <= 1.0
         assert r.images == 24
