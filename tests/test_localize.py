@@ -12,6 +12,7 @@ import torch
 import attn_lib
 from attn_lib.data import load_dataset, make_synthetic, normalize
 from attn_lib.maps.contribution import contribution_maps
+from attn_lib.maps.gradcam import gradcam_layers
 from attn_lib.maps.localize import (
     TOPK_FRACTIONS,
     LocalizationRow,
@@ -145,6 +146,8 @@ def test_rows_per_method_and_level(tiny_set):
             assert row.accuracy == pytest.approx((predicted == labels).double().mean().item())
     shares = contribution_maps(model, x, labels).maps[0].clamp_min(0)
     assert rows[3].mass_in_mask == pytest.approx(mass_in_mask(shares, masks).mean().item())
+    cams = gradcam_layers(baseline, x, labels, (1,))[0]  # Grad-CAM of the true class too
+    assert rows[6].mass_in_mask == pytest.approx(mass_in_mask(cams, masks).mean().item())
     for r in rows:
         assert 0.0 <= r.mass_in_mask <= 1.0 and 0.0 <= r.pointing_game <= 1.0
         assert r.images == 24
