@@ -172,7 +172,8 @@ images = result.history[-1]["epoch"] * (SETTINGS.get("limit_train") or 0)
 print(f"{len(result.history)} epochs in {minutes:.1f} min on {DEVICE} "
       f"({torch.get_num_threads()} CPU threads)" + (f", {images:,} training images" if images
                                                      else ""))
-assert SMOKE or result.history[-1]["test_acc"] > 0.3, "three epochs should reach well above 10%"
+CHANCE = 1 / 10  # ten classes
+assert SMOKE or result.history[-1]["test_acc"] > 2 * CHANCE, "three epochs: at least twice chance"
 
 # %% [markdown]
 # Three short epochs on a CPU are a start, not a result: the VGG model below trained 6 epochs
