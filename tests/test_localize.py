@@ -138,12 +138,17 @@ def test_rows_per_method_and_level(tiny_set):
     x = torch.tensor((0.0, *TOPK_FRACTIONS), dtype=torch.float64)
     auc = torch.trapezoid(torch.cat([torch.zeros(1, dtype=torch.float64), curve]), x)
     assert chance.jaccard_auc == pytest.approx(auc.item())
-    # Accuracies over all batches, each model its own; contribution maps for the true class.
+    assert [r.model for r in rows] == ["vgg-att3-concat-pc"] * 6 + ["vgg"] * 3 + ["", ""]
+    # Accuracies over all batches, each model its own (on 7 images, where the two differ);
+    # contribution maps for the true class.
     x, labels = normalize(tiny_set.images, tiny_set.mean, tiny_set.std), tiny_set.labels
+    seven = localization_scores(model, tiny_set, baseline=baseline, batch_size=3, limit=7)
     with torch.no_grad():
-        for row, net in ((rows[0], model.eval()), (rows[6], baseline.eval())):
-            predicted = split_output(net(x))[0].argmax(1)
-            assert row.accuracy == pytest.approx((predicted == labels).double().mean().item())
+        accuracy = [(split_output(net(x[:7]))[0].argmax(1) == labels[:7]).double().mean().item()
+                    for net in (model.eval(), baseline.eval())]
+    assert accuracy[0] != accuracy[1]
+    assert [r.accuracy for r in seven] == pytest.approx([accuracy[0]] * 6 + [accuracy[1]] * 3
+                                                         + [None, None])
     shares = contribution_maps(model, x, labels).maps[0].clamp_min(0)
     assert rows[3].mass_in_mask == pytest.approx(mass_in_mask(shares, masks).mean().item())
     cams = gradcam_layers(baseline, x, labels, (1,))[0]  # Grad-CAM of the true class too
