@@ -186,6 +186,34 @@ def test_topk_jaccard_on_hand_made_maps():
         topk_jaccard(maps, mask, torch.zeros(4))
 
 
+def test_topk_jaccard_reads_ties_relative_to_the_peak_and_scores_one_pixel_exactly():
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, :2, :2] = True
+    maps = torch.linspace(1.0, 0.25, 16).view(1, 1, 4, 4)  # steps of 5 % of the peak: no ties
+    for scale in (1.0, 1e-6):  # a softmax map's values are ~1/(h*w): the same ranking
+        torch.testing.assert_close(topk_jaccard(maps * scale, mask, torch.tensor([[2, 6]])),
+                                   torch.tensor([[0.5, 4 / 6]]))
+    one = torch.zeros(1, 4, 4, dtype=torch.bool)
+    one[0, 0, 0] = True  # a one-pixel object, found: region and object are the same pixel
+    torch.testing.assert_close(topk_jaccard(maps, one), torch.tensor([1.0]))
+
+
+def test_expectations_computed_in_chunks_agree(monkeypatch):
+    """Large ties are summed in chunks of images to bound the memory; the chunks must not show."""
+    from attn_lib.maps import localize
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(5, 6, 6, generator=g) < torch.linspace(0.1, 0.6, 5).view(5, 1, 1)
+    regions = torch.tensor([[3.0, 9.0]]).expand(5, -1)
+    whole, swept = chance_jaccard(masks), chance_jaccard(masks, regions)
+    top = int(masks.flatten(1).sum(1).max())  # the largest object: terms per image, plus one
+    for rows in (1, 2, 5):  # one image a chunk, uneven chunks, exactly all the images
+        monkeypatch.setattr(localize, "_EXPECTATION_CHUNK", rows * (top + 1))
+        assert torch.equal(chance_jaccard(masks), whole)
+        monkeypatch.setattr(localize, "_EXPECTATION_CHUNK", rows * 2 * (min(top, 9) + 1))
+        assert torch.equal(chance_jaccard(masks, regions), swept)
+
+
 def test_sweep_best_fraction_and_area_under_the_curve():
     # A map equal to its 40-pixel mask on a 20x20 image: the top f of the image scores
     # min(f / 0.1, 0.1 / f), best 1.0 at f = 0.1.
