@@ -198,6 +198,22 @@ def test_topk_jaccard_reads_ties_relative_to_the_peak_and_scores_one_pixel_exact
     torch.testing.assert_close(topk_jaccard(maps, one), torch.tensor([1.0]))
 
 
+def test_jaccard_index_keeps_half_the_peak_whatever_the_scale():
+    mask = torch.zeros(1, 2, 2, dtype=torch.bool)
+    mask[0, 0, :] = True  # the top row is the object
+    maps = torch.tensor([[1.0, 0.6], [0.4, 0.2]]).view(1, 1, 2, 2)  # min-max: 1, 0.5, 0.25, 0
+    for scale in (1.0, 1e-3):  # 0.6 sits at exactly half the range: object
+        torch.testing.assert_close(jaccard_index(maps * scale, mask), torch.tensor([1.0]))
+    peak = torch.zeros(1, 2, 2, dtype=torch.bool)
+    peak[0, 0, 0] = True  # a one-pixel object at the peak; threshold 1 keeps the peak alone
+    torch.testing.assert_close(jaccard_index(maps, peak, threshold=1.0), torch.tensor([1.0]))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^threshold must be in \(0, 1\], got {bad}$"):
+            jaccard_index(maps, mask, threshold=bad)
+    # Masks come as (N, H, W) or (N, 1, H, W), as the data sets store them.
+    torch.testing.assert_close(chance_jaccard(mask[:, None]), chance_jaccard(mask))
+
+
 def test_expectations_computed_in_chunks_agree(monkeypatch):
     """Large ties are summed in chunks of images to bound the memory; the chunks must not show."""
     from attn_lib.maps import localize

@@ -248,9 +248,7 @@ def topk_jaccard(maps: Tensor, masks: Tensor, regions: Tensor | None = None) -> 
 def chance_jaccard(masks: Tensor, regions: Tensor | None = None) -> Tensor:
     """Exact expected Jaccard index of a uniformly random region with each mask: over all
     regions of ``regions`` pixels (default: the mask's own area), shape as
-    :func:`topk_jaccard`'s."""
-    if masks.dim() == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
+    :func:`topk_jaccard`'s. Masks are (N, H, W) or (N, 1, H, W)."""
     inside = masks.detach().cpu().bool().flatten(1)
     n, pixels = inside.shape
     area = inside.sum(1).double()
