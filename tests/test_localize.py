@@ -86,14 +86,28 @@ def test_mass_in_mask_is_a_share():
     maps[0, 0, :16, :16] = 3.0  # 3 * 256 inside
     maps[0, 0, 16:, 16:] = 1.0  # 1 * 256 outside
     assert mass_in_mask(maps, mask).item() == pytest.approx(0.75)
+    assert mass_in_mask(maps, mask[:, None]).item() == pytest.approx(0.75), "(N, 1, H, W)"
+    # A softmax map sums to one (or less, once some of it is cut): still a share of its mass.
+    small = maps / maps.sum() / 2
+    assert mass_in_mask(small, mask).item() == pytest.approx(0.75)
+    # One-row images: (N, H, W) masks with H = 1 are not (N, 1, H, W) ones.
+    row = torch.tensor([[[True, False, False, False]]])
+    assert mass_in_mask(torch.tensor([[[[3.0, 1.0, 0.0, 0.0]]]]), row).item() == 0.75
 
 
 def test_scores_reject_bad_maps():
     mask = _box_mask()
     with pytest.raises(ValueError, match="non-negative"):
         mass_in_mask(-torch.ones(1, 1, 4, 4), mask)
-    with pytest.raises(ValueError, match="masks must be"):
+    # Round-off below zero is relative to the map's scale: tolerated on a large map.
+    large = torch.full((1, 1, 4, 4), 100.0)
+    large[0, 0, 0, 0] = -5e-5
+    assert 0 < mass_in_mask(large, mask).item() < 1
+    with pytest.raises(ValueError, match=r"^masks must be \(N, H, W\) matching 2 maps, got "
+                                         r"\(1, 32, 32\)$"):
         pointing_game(torch.ones(2, 1, 4, 4), mask)
+    with pytest.raises(ValueError, match="^maps contain NaN or infinite values$"):
+        pointing_game(torch.full((1, 1, 4, 4), math.nan), mask)
     with pytest.raises(ValueError, match="maps must be"):
         pointing_game(torch.ones(1, 2, 4, 4), mask)
 
