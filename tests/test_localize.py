@@ -97,8 +97,13 @@ def test_mass_in_mask_is_a_share():
 
 def test_scores_reject_bad_maps():
     mask = _box_mask()
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"^maps must be non-negative \(attention weights or "
+                                         r"ReLU'd Grad-CAM\)$"):
         mass_in_mask(-torch.ones(1, 1, 4, 4), mask)
+    unit = torch.ones(1, 1, 4, 4)
+    unit[0, 0, 0, 0] = -1.5e-6  # beyond round-off on a map of scale 1
+    with pytest.raises(ValueError, match="non-negative"):
+        mass_in_mask(unit, mask)
     # Round-off below zero is relative to the map's scale: tolerated on a large map.
     large = torch.full((1, 1, 4, 4), 100.0)
     large[0, 0, 0, 0] = -5e-5

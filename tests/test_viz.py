@@ -25,6 +25,7 @@ from attn_lib.maps.viz import (  # noqa: E402
     plot_map_columns,
     to_rgb_image,
 )
+from attn_lib.models import ModelOutput  # noqa: E402
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 JET = matplotlib.colormaps["jet"]
@@ -153,6 +154,24 @@ def test_grid_has_a_column_per_level(name, kwargs, columns):
     first = fig.axes[0]
     assert "true: a" in first.get_title() and "pred:" in first.get_title()
     assert not first.get_xticks().size and not first.get_yticks().size
+
+
+class _UnnamedLevels(nn.Module):
+    """Maps without ``levels``: the grid numbers them 1, 2, ... and names the VGG's layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        maps = (x[:, :1] * self.scale, x[:, :1, ::2, ::2] * self.scale)
+        return ModelOutput(x.mean(dim=(2, 3)) * self.scale, maps)
+
+
+def test_grid_titles_the_maps_of_a_model_without_levels():
+    fig = plot_attention_grid(_UnnamedLevels(), _batch(1), mean=MEAN, std=STD)
+    assert [a.get_title() for a in fig.axes[1:]] == [
+        "attention 1\nconv7 32x32", "attention 2\nconv10 16x16"]
 
 
 def test_grid_with_baseline_saves_png(tmp_path):
