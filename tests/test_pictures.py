@@ -131,12 +131,27 @@ def test_grid_gradcam_and_baseline_columns_explain_each_image_and_its_label():
     for i in range(2):
         rgb = to_rgb_image(images[i], MEAN, STD)
         for who, net in (("model", model), ("baseline", baseline)):
-            for target in (0, 1):
+            for target in (0, 1, 2):
                 cam = gradcam(net, images[i:i + 1], target)[0]
                 candidates[(who, i, target)] = overlay_attention(rgb, cam)
     for i in range(2):
         assert which(panel(fig, ncols, i, 3), candidates) == [("model", i, labels[i])]
         assert which(panel(fig, ncols, i, 4), candidates) == [("baseline", i, labels[i])]
+    # Without labels each Grad-CAM explains its own model's prediction, image by image (in
+    # both orders, so that each model's most confident score is once on the second row); a
+    # baseline without a name is called "baseline".
+    del baseline.name
+    with torch.no_grad():
+        predicted = {who: net(images).logits.argmax(1).tolist()
+                     for who, net in (("model", model), ("baseline", baseline))}
+    for order in ([0, 1], [1, 0]):
+        fig = plot_attention_grid(model, images[order], None, CLASSES, MEAN, STD, gradcam=True,
+                                  baseline=baseline)
+        assert fig.axes[4].get_title() == f"Grad-CAM baseline\nconv13\n{notes[order[0]]}"
+        for row, i in enumerate(order):
+            for column, who in ((3, "model"), (4, "baseline")):
+                shown = panel(fig, ncols, row, column)
+                assert which(shown, candidates) == [(who, i, predicted[who][i])]
 
 
 # --- attention_explorer ---------------------------------------------------------------------

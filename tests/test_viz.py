@@ -169,9 +169,13 @@ class _UnnamedLevels(nn.Module):
 
 
 def test_grid_titles_the_maps_of_a_model_without_levels():
-    fig = plot_attention_grid(_UnnamedLevels(), _batch(1), mean=MEAN, std=STD)
+    model = _UnnamedLevels()
+    fig = plot_attention_grid(model, _batch(1), mean=MEAN, std=STD)
     assert [a.get_title() for a in fig.axes[1:]] == [
         "attention 1\nconv7 32x32", "attention 2\nconv10 16x16"]
+    model.levels = (4, 5)  # levels the VGG does not have: no layer name to give
+    fig = plot_attention_grid(model, _batch(1), mean=MEAN, std=STD)
+    assert [a.get_title() for a in fig.axes[1:]] == ["attention 4\n32x32", "attention 5\n16x16"]
 
 
 def test_grid_with_baseline_saves_png(tmp_path):
@@ -270,8 +274,12 @@ def test_grid_restores_training_mode_and_checks_inputs():
     model = _model("vgg-att2-concat-pc").train()
     plot_attention_grid(model, _batch(1), mean=MEAN, std=STD)
     assert model.training
-    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+    fix = r"; use images\.unsqueeze\(0\) for one image$"
+    with pytest.raises(ValueError, match=r"^images must be a normalised float batch "
+                                         r"\(N, 3, H, W\), got \(3, 32, 32\)" + fix):
         plot_attention_grid(model, _batch(1)[0], mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got list" + fix):
+        plot_attention_grid(model, _batch(1).tolist(), mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="labels"):
         plot_attention_grid(model, _batch(2), [0], mean=MEAN, std=STD)
 

@@ -232,7 +232,8 @@ def _level_title(model: nn.Module, position: int, attention: Tensor) -> str:
     levels = getattr(model, "levels", None)
     level = levels[position] if levels is not None else position + 1
     h, w = attention.shape[-2:]
-    return f"attention {level}\n{level_layer_name(model, position)} {h}x{w}".rstrip()
+    layer = level_layer_name(model, position)
+    return f"attention {level}\n{layer} {h}x{w}" if layer else f"attention {level}\n{h}x{w}"
 
 
 def _check_batch(images: Tensor, labels: Any) -> Tensor | None:
