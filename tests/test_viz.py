@@ -170,7 +170,10 @@ class _UnnamedLevels(nn.Module):
 
 def test_grid_titles_the_maps_of_a_model_without_levels():
     model = _UnnamedLevels()
-    fig = plot_attention_grid(model, _batch(1), mean=MEAN, std=STD)
+    fig = plot_attention_grid(model, _batch(1), mean=MEAN, std=STD, alpha=0.7, cmap="viridis")
+    rgb = to_rgb_image(_batch(1)[0], MEAN, STD)
+    assert np.allclose(fig.axes[1].images[0].get_array(), overlay_attention(
+        rgb, model(_batch(1)).attention[0][0].detach(), alpha=0.7, cmap="viridis"))
     assert [a.get_title() for a in fig.axes[1:]] == [
         "attention 1\nconv7 32x32", "attention 2\nconv10 16x16"]
     model.levels = (4, 5)  # levels the VGG does not have: no layer name to give
@@ -184,6 +187,7 @@ def test_grid_with_baseline_saves_png(tmp_path):
                               mean=MEAN, std=STD, save_path=path, baseline=_model("vgg"))
     assert len(fig.axes) == 3 * 5
     assert "Grad-CAM vgg" in fig.axes[4].get_title()
+    _assert_panels_about_two_inches(fig, rows=3, cols=5)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -234,7 +238,7 @@ def test_map_columns_check_lengths_and_unnormalise():
 def _assert_panels_about_two_inches(fig: Figure, rows: int, cols: int) -> None:
     """Every panel keeps a readable size, whatever the number of images and columns."""
     width, height = fig.get_size_inches()
-    assert 1.7 <= width / cols <= 2.3 and 1.7 <= height / rows <= 2.5, (width, height)
+    assert 1.7 <= width / cols <= 2.3 and 1.7 <= height / rows <= 2.7, (width, height)
     assert type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine", "no overlaps"
 
 
