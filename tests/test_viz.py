@@ -20,6 +20,7 @@ from attn_lib.maps.explorer import attention_explorer  # noqa: E402
 from attn_lib.maps.gradcam import gradcam, gradcam_layers, upsample_maps  # noqa: E402
 from attn_lib.maps.viz import (  # noqa: E402
     MapColumn,
+    attention_heatmap,
     overlay_attention,
     plot_attention_grid,
     plot_map_columns,
@@ -97,6 +98,25 @@ def test_normalised_input_round_trips_with_mean_and_std():
                                image.permute(1, 2, 0).numpy(), atol=1e-5)
 
 
+def test_one_statistic_serves_every_channel_and_std_must_be_positive():
+    image = _image(3)
+    grey_normalised = (image - 0.5) / 0.25
+    np.testing.assert_allclose(to_rgb_image(grey_normalised, 0.5, 0.25),
+                               to_rgb_image(grey_normalised, [0.5] * 3, [[0.25], [0.25], [0.25]]))
+    np.testing.assert_allclose(to_rgb_image(image, 0, 1), to_rgb_image(image), atol=1e-6)
+    with pytest.raises(ValueError, match=r"^std must be positive, got \[0\.25, 0\.0, 0\.25\]$"):
+        to_rgb_image(image, MEAN, (0.25, 0.0, 0.25))
+
+
+def test_heatmap_is_the_map_min_max_scaled_and_flat_when_constant():
+    scaled = torch.tensor([[0.0, 0.25], [0.5, 1.0]])
+    for offset, scale in ((0.0, 1.0), (2.0, 4.0), (1e-3, 1e-3)):
+        np.testing.assert_allclose(attention_heatmap(offset + scale * scaled, (2, 2)),
+                                   scaled.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(attention_heatmap(torch.full((4, 4), 0.3), (8, 8)),
+                                  np.zeros((8, 8)))
+
+
 def test_grey_image_becomes_rgb():
     assert to_rgb_image(torch.rand(1, 8, 8)).shape == (8, 8, 3)
     assert to_rgb_image(np.random.rand(8, 8)).shape == (8, 8, 3)
@@ -154,6 +174,7 @@ def test_grid_has_a_column_per_level(name, kwargs, columns):
     first = fig.axes[0]
     assert "true: a" in first.get_title() and "pred:" in first.get_title()
     assert not first.get_xticks().size and not first.get_yticks().size
+    assert not any(spine.get_visible() for spine in first.spines.values()), "no frame"
 
 
 class _UnnamedLevels(nn.Module):
@@ -176,6 +197,8 @@ def test_grid_titles_the_maps_of_a_model_without_levels():
         rgb, model(_batch(1)).attention[0][0].detach(), alpha=0.7, cmap="viridis"))
     assert [a.get_title() for a in fig.axes[1:]] == [
         "attention 1\nconv7 32x32", "attention 2\nconv10 16x16"]
+    fig = plot_attention_grid(model, _batch(1), [2], ["a"], MEAN, STD)
+    assert fig.axes[0].get_title().startswith("true: 2\n"), "a class without a name: its index"
     model.levels = (4, 5)  # levels the VGG does not have: no layer name to give
     fig = plot_attention_grid(model, _batch(1), mean=MEAN, std=STD)
     assert [a.get_title() for a in fig.axes[1:]] == ["attention 4\n32x32", "attention 5\n16x16"]
