@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 
 import matplotlib
@@ -141,6 +143,43 @@ def test_grey_image_becomes_rgb():
 def test_bad_inputs_raise_clear_value_errors(image, attention, kwargs, message):
     with pytest.raises(ValueError, match=message):
         overlay_attention(image, attention, **kwargs)
+
+
+_RGB = torch.rand(3, 8, 8)
+
+
+@pytest.mark.parametrize(("image", "attention", "kwargs", "message"), [
+    (torch.rand(2, 3, 8, 8), None, {}, "expected one image of shape (3, H, W) or (H, W, 3), got "
+                                       "shape (2, 3, 8, 8); pick one image, e.g. images[0]"),
+    (torch.rand(1, 2, 3, 8, 8), None, {}, "expected one image of shape (3, H, W) or (H, W, 3), "
+                                          "got shape (1, 2, 3, 8, 8)"),
+    (torch.rand(5, 8, 8), None, {}, "image of shape (5, 8, 8) has no channel axis of size 1 or 3 "
+                                    "at either end; expected (3, H, W) or (H, W, 3) RGB"),
+    (np.full((4, 4, 3), "a"), None, {}, "image must hold numbers, got dtype <U1"),
+    (np.zeros((4, 4, 3), np.uint8), None, {"mean": MEAN},
+     "a uint8 image is raw pixels, not normalised: drop mean/std"),
+    (_RGB, None, {"std": STD}, "give both mean and std (the ones the image was normalised with)"),
+    ([[0.0]], None, {}, "image must be a torch.Tensor or a numpy.ndarray, got list"),
+    (_RGB, [[0.0]], {}, "attention must be a torch.Tensor or a numpy.ndarray, got list"),
+    (_RGB, torch.rand(2, 1, 4, 4), {}, "expected one attention map of shape (h, w), (1, h, w) or "
+     "(1, 1, h, w), got (2, 1, 4, 4); pick one image and level, e.g. "
+     "out.attention[level_index][i]"),
+    (_RGB, torch.full((4, 4), math.nan), {}, "attention map contains NaN or infinite values"),
+])
+def test_refusals_say_what_is_wrong_and_the_fix(image, attention, kwargs, message):
+    attention = torch.rand(4, 4) if attention is None else attention
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        overlay_attention(image, attention, **kwargs)
+
+
+def test_layouts_one_row_maps_and_full_scale_pixels():
+    ambiguous = torch.rand(3, 4, 3)  # channels-first for a tensor, channels-last for an array
+    assert to_rgb_image(ambiguous).shape == (4, 3, 3)
+    assert to_rgb_image(ambiguous.numpy()).shape == (3, 4, 3)
+    assert to_rgb_image(np.random.rand(8, 8, 1)).shape == (8, 8, 3)
+    assert to_rgb_image(np.full((2, 2, 3), 255, np.uint8)).max() == 1.0
+    assert attention_heatmap(torch.tensor([[0.0, 1.0, 2.0, 4.0]]), (1, 4)).tolist() == [
+        [0.0, 0.25, 0.5, 1.0]]  # a (1, w) map is one row, not a batch of one
 
 
 # --- plot_attention_grid --------------------------------------------------------------------
