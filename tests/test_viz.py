@@ -21,6 +21,7 @@ import attn_lib.maps.explorer as explorer_module  # noqa: E402
 from attn_lib.maps.explorer import attention_explorer  # noqa: E402
 from attn_lib.maps.gradcam import gradcam, gradcam_layers, upsample_maps  # noqa: E402
 from attn_lib.maps.viz import (  # noqa: E402
+    RANGE_TOLERANCE,
     MapColumn,
     attention_heatmap,
     overlay_attention,
@@ -165,6 +166,21 @@ _RGB = torch.rand(3, 8, 8)
      "(1, 1, h, w), got (2, 1, 4, 4); pick one image and level, e.g. "
      "out.attention[level_index][i]"),
     (_RGB, torch.full((4, 4), math.nan), {}, "attention map contains NaN or infinite values"),
+    (torch.full((3, 8, 8), math.inf), None, {}, "image contains NaN or infinite values"),
+    (_RGB, None, {"mean": (0.5, 0.5), "std": STD},
+     "mean must have 1 or 3 values (one per channel), got 2"),
+    (torch.tensor([-2.0, 2.0]).repeat(3, 4, 1), None, {},
+     "image values span [-2, 2], outside [0, 1]; it looks normalised: pass the dataset's mean= "
+     "and std= (e.g. dataset.mean, dataset.std) to un-normalise it"),
+    (torch.tensor([0.0, 1.5]).repeat(3, 4, 1), None, {},  # 1.5 may be a normalised image
+     "image values span [0, 1.5], outside [0, 1]; it looks normalised: pass the dataset's mean= "
+     "and std= (e.g. dataset.mean, dataset.std) to un-normalise it"),
+    (torch.tensor([0.0, 2.0]).repeat(3, 4, 1), None, {},
+     "image values span [0, 2], outside [0, 1]; it looks like 0-255 pixels: pass a uint8 image "
+     "or divide by 255"),
+    (torch.tensor([0.0, 1.0]).repeat(3, 4, 1), None, {"mean": 0.5, "std": 2.0},
+     "image values span [0.5, 2.5], outside [0, 1]; the mean/std given are probably not the ones "
+     "the image was normalised with"),
 ])
 def test_refusals_say_what_is_wrong_and_the_fix(image, attention, kwargs, message):
     attention = torch.rand(4, 4) if attention is None else attention
@@ -178,6 +194,9 @@ def test_layouts_one_row_maps_and_full_scale_pixels():
     assert to_rgb_image(ambiguous.numpy()).shape == (3, 4, 3)
     assert to_rgb_image(np.random.rand(8, 8, 1)).shape == (8, 8, 3)
     assert to_rgb_image(np.full((2, 2, 3), 255, np.uint8)).max() == 1.0
+    overshoot = torch.tensor([-RANGE_TOLERANCE / 2, 1 + RANGE_TOLERANCE / 2]).repeat(3, 4, 1)
+    clipped = to_rgb_image(overshoot)  # round-off within the tolerance: clipped, not refused
+    assert clipped.min() == 0.0 and clipped.max() == 1.0
     assert attention_heatmap(torch.tensor([[0.0, 1.0, 2.0, 4.0]]), (1, 4)).tolist() == [
         [0.0, 0.25, 0.5, 1.0]]  # a (1, w) map is one row, not a batch of one
 
