@@ -64,16 +64,14 @@ class _Explorer:
         self.model, self.dataset, self.cmap = model, dataset, cmap
         self.labels = torch.as_tensor(dataset.labels).long()
         self.classes = list(getattr(dataset, "classes", None) or [])
-        levels = list(enumerate(getattr(model, "levels", ())))
+        levels = [(position, f"level {level} ({level_layer_name(model, position) or '?'})")
+                  for position, level in enumerate(getattr(model, "levels", ()))]
         #: (title, kind, position): kind "attention", "contribution" or "gradcam"
         self.views: list[tuple[str, str, int | None]] = [
-            (f"level {level} ({level_layer_name(model, position) or '?'})", "attention",
-             position) for position, level in levels
-        ]
+            (name, "attention", position) for position, name in levels]
         if hasattr(model, "heads") and hasattr(model, "estimators"):  # an AttnVGG head
-            self.views += [
-                (f"contribution, level {level} ({level_layer_name(model, position) or '?'})",
-                 "contribution", position) for position, level in levels]
+            self.views += [(f"contribution, {name}", "contribution", position)
+                           for position, name in levels]
         if gradcam or not self.views:
             self.views.append((GRADCAM, "gradcam", None))
 

@@ -369,8 +369,9 @@ def localization_scores(
     n = len(images_all)
     if n == 0:
         raise ValueError("no images with a non-empty object mask to score")
+    levels = tuple(getattr(model, "levels", ()))  # the attention levels; none: no attention
     if gradcam is None:
-        gradcam = not getattr(model, "levels", ())
+        gradcam = not levels
 
     cams = [(model, "model")] if gradcam else []
     if baseline is not None:
@@ -394,12 +395,12 @@ def localization_scores(
                 preds, attention = _attention_maps(m, x.to(model_device(m)))
                 correct[index] += int((preds == y).sum())
                 if index == 0:
-                    for level, maps in zip(getattr(m, "levels", ()), attention):
+                    for level, maps in zip(levels, attention):
                         attention_acc.setdefault(level, _Accumulator()).add(maps, masks)
-            if getattr(model, "levels", ()):
+            if levels:
                 # The true class, as for Grad-CAM; the positive part: evidence *for* it.
                 shares = contribution_maps(model, x.to(model_device(model)), y).maps
-                for level, maps in zip(model.levels, shares):
+                for level, maps in zip(levels, shares):
                     contribution_acc.setdefault(level, _Accumulator()).add(
                         maps.float().cpu().clamp_min(0), masks)
             for index, (m, _) in enumerate(cams):
@@ -423,7 +424,7 @@ def localization_scores(
     accuracies = [c / n for c in correct]
     # Attention and contribution levels are the model's own; Grad-CAM's are the VGG's.
     layers = {level: level_layer_name(model, position)
-              for position, level in enumerate(getattr(model, "levels", ()))}
+              for position, level in enumerate(levels)}
     rows = [row("attention", level, acc, model, accuracies[0], layers[level])
             for level, acc in sorted(attention_acc.items())]
     rows += [row("contribution", level, acc, model, accuracies[0], layers[level])

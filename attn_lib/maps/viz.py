@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .._device import model_device
-from ..models import level_layer_name, split_output
+from ..models import level_layer_name, level_number, split_output
 from .gradcam import gradcam as _gradcam
 from .gradcam import upsample_maps
 
@@ -229,8 +229,7 @@ def _class_name(index: int, classes: Sequence[str] | None) -> str:
 
 
 def _level_title(model: nn.Module, position: int, attention: Tensor) -> str:
-    levels = getattr(model, "levels", None)
-    level = levels[position] if levels is not None else position + 1
+    level = level_number(model, position)
     h, w = attention.shape[-2:]
     layer = level_layer_name(model, position)
     return f"attention {level}\n{layer} {h}x{w}" if layer else f"attention {level}\n{h}x{w}"

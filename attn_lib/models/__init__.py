@@ -11,7 +11,7 @@
 
 from .add_attention import add_attention
 from .attention import AttentionEstimator, dp_compatibility, pc_compatibility
-from .attn_vgg import AttnVGG, ModelOutput, level_layer_name, split_output
+from .attn_vgg import AttnVGG, ModelOutput, level_layer_name, level_number, split_output
 from .backbone import LEVEL_LAYERS, VGGBackbone
 from .baseline import VGGBaseline
 from .registry import DEFAULT_OPTIONS, build_model, describe_model, list_models
@@ -29,6 +29,7 @@ __all__ = [
     "describe_model",
     "dp_compatibility",
     "level_layer_name",
+    "level_number",
     "list_models",
     "pc_compatibility",
     "split_output",

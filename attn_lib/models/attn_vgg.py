@@ -47,16 +47,22 @@ def split_output(output: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
     return output[0], tuple(output[1]) if len(output) > 1 else ()
 
 
+def level_number(model: nn.Module, position: int) -> int:
+    """The level of the ``position``-th attention map of ``model``: its ``levels`` entry, or
+    ``position + 1`` for a model that does not list its levels."""
+    levels = getattr(model, "levels", None)
+    return levels[position] if levels is not None else position + 1
+
+
 def level_layer_name(model: nn.Module, position: int) -> str:
     """The layer the ``position``-th attention map of ``model`` comes from, for titles and
     tables: the model's own ``layer_names`` where it has them (models beyond the VGG), else the
-    VGG layer of that level (:data:`LEVEL_LAYERS`; levels are 1, 2, 3 when the model does not
-    list them), "" for a level the VGG does not have."""
+    VGG layer of its level (:func:`level_number`, :data:`LEVEL_LAYERS`), "" for a level the VGG
+    does not have."""
     names = getattr(model, "layer_names", None)
     if names:
         return str(names[position])
-    levels = getattr(model, "levels", None)
-    return LEVEL_LAYERS.get(levels[position] if levels is not None else position + 1, "")
+    return LEVEL_LAYERS.get(level_number(model, position), "")
 
 
 class AttnVGG(nn.Module):
