@@ -9,6 +9,8 @@ candidate, and the tests below say which.
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
 import attn_lib  # noqa: E402
+import attn_lib.maps.explorer as explorer_module  # noqa: E402
 from attn_lib.data import normalize  # noqa: E402
 from attn_lib.maps.explorer import ALL_CLASSES, GRADCAM, attention_explorer  # noqa: E402
 from attn_lib.maps.gradcam import gradcam, gradcam_layers  # noqa: E402
@@ -339,3 +342,128 @@ def test_explorer_offers_contribution_maps_and_labels_the_models_own_gradcam():
     raw = np.asarray(fig.axes[2].images[0].get_array())
     np.testing.assert_allclose(raw, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert f"sum {float(expected.sum()):+.2f}" in fig.axes[2].get_title()
+
+
+def _axes_text(ax) -> tuple[str, str, float]:
+    """An axes' title, its colour and its font size."""
+    return ax.get_title(), ax.title.get_color(), ax.title.get_fontsize()
+
+
+def test_explorer_figure_titles_colours_and_the_map_over_the_image():
+    pytest.importorskip("ipywidgets")
+    ds = _Images()
+    box = attention_explorer(ChannelMaps(), ds, interactive=True, cmap="viridis")
+    x = normalize(ds.images, MEAN, STD)
+    probs = x.mean(dim=(2, 3)).softmax(dim=1)  # the stand-in's logits are its channel means
+    assert probs.argmax(dim=1).tolist() == [2] * 6  # right on images 2 and 5 only
+    for index, colour in ((4, "tab:red"), (5, "tab:green")):
+        fig = box.explorer.figure(index, 1, 0.3)
+        image, over, alone = fig.axes
+        assert _axes_text(image) == (
+            f"#{index} true: {CLASSES[index % 3]}\npred: blue {float(probs[index, 2]):.0%}",
+            colour, 9)
+        rgb = to_rgb_image(x[index], MEAN, STD)
+        np.testing.assert_allclose(np.asarray(image.images[0].get_array()), rgb, atol=1e-6)
+        expected = expected_map(x[index], 2)
+        shown = np.asarray(over.images[0].get_array())
+        assert which(shown, {
+            "this": overlay_attention(rgb, expected, 0.3, "viridis"),
+            "another opacity": overlay_attention(rgb, expected, 0.5, "viridis"),
+            "another colormap": overlay_attention(rgb, expected, 0.3, "jet"),
+            "another level": overlay_attention(rgb, expected_map(x[index], 3), 0.3, "viridis"),
+        }) == ["this"]
+        assert _axes_text(over) == (
+            "level 2 (conv10)\n16x16 map, upsampled to 32x32", "black", 9)
+        assert _axes_text(alone) == ("map alone, 16x16\n(its own grid)", "black", 9)
+        drawn = alone.images[0]
+        assert drawn.get_cmap().name == "viridis" and drawn.get_interpolation() == "nearest"
+        for ax in fig.axes:
+            assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+        assert [ax.spines["left"].get_visible() for ax in fig.axes] == [False, False, True]
+        assert image.images[0].get_interpolation() == "nearest"
+
+
+def test_explorer_contribution_view_overlays_the_evidence_for_and_signs_the_map():
+    pytest.importorskip("ipywidgets")
+    from attn_lib.maps.contribution import contribution_maps
+    from attn_lib.maps.viz import SIGNED_CMAP
+
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=3, width=0.0625)
+    ds = _Images(3)
+    box = attention_explorer(model.train(), ds, interactive=True)
+    x = normalize(ds.images, MEAN, STD)
+    # Image 0's map (level 2) peaks above its deepest negative value, image 1's below it: a
+    # colour scale taken from the map's own minimum or maximum would not be symmetric.
+    signs = []
+    for index in (0, 1):
+        assert model.train().training
+        fig = box.explorer.figure(index, 2, 0.5)  # level 2's contribution map
+        assert model.training  # drawing leaves a training model training
+        signed = contribution_maps(model.eval(), x[index:index + 1]).maps[0][0]
+        pred = int(model(x[index:index + 1]).logits.argmax())
+        assert signed.min() < 0 < signed.max()  # "the positive part" is a real choice
+        signs.append(signed.max() > -signed.min())
+        rgb = to_rgb_image(x[index], MEAN, STD)
+        shown = np.asarray(fig.axes[1].images[0].get_array())
+        assert which(shown, {"for": overlay_attention(rgb, signed.clamp_min(0)),
+                             "signed": overlay_attention(rgb, signed)}) == ["for"]
+        assert fig.axes[1].get_title() == (
+            "contribution, level 2 (conv10)\n16x16 map, upsampled to 32x32")
+        alone = fig.axes[2].images[0]
+        np.testing.assert_allclose(np.asarray(alone.get_array()), signed[0].numpy(),
+                                   rtol=1e-5, atol=1e-7)
+        top = float(signed.abs().max())
+        assert alone.get_cmap().name == SIGNED_CMAP == "RdBu_r"
+        assert (alone.norm.vmin, alone.norm.vmax) == (pytest.approx(-top), pytest.approx(top))
+        assert alone.get_interpolation() == "nearest"
+        assert _axes_text(fig.axes[2]) == (
+            f"share of {CLASSES[pred]}'s logit\n(red for, blue against; "
+            f"sum {float(signed.sum()):+.2f})", "black", 9)
+    assert signs == [True, False]
+
+
+def test_static_explorer_passes_its_options_to_the_grid(monkeypatch):
+    ds = _Images(3)
+    images = normalize(ds.images, MEAN, STD)
+    fig = attention_explorer(ChannelMaps(), ds, interactive=False, static_images=10,
+                             cmap="viridis")
+    assert len(fig.axes) == 3 * 4  # every image of a set smaller than static_images
+    overlays = {(i, cmap): overlay_attention(to_rgb_image(images[i], MEAN, STD),
+                                             expected_map(images[i], 2), cmap=cmap)
+                for i in range(3) for cmap in ("viridis", "jet")}
+    assert which(panel(fig, 4, 2, 2), overlays) == [(2, "viridis")]
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # ipywidgets not installed
+    fig = attention_explorer(ChannelMaps(), ds, interactive=True, static_images=1)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    torch.manual_seed(0)
+    model = attn_lib.build_model("vgg-att2-concat-pc", num_classes=3, width=0.0625)
+    for with_gradcam, columns in ((False, 3), (True, 4)):  # input, levels 2 and 3, Grad-CAM
+        fig = attention_explorer(model, ds, gradcam=with_gradcam, interactive=False,
+                                 static_images=1)
+        assert len(fig.axes) == columns
+        assert ("Grad-CAM" in fig.axes[-1].get_title()) is with_gradcam
+    plain = attn_lib.build_model("vgg", num_classes=3, width=0.0625)
+    fig = attention_explorer(plain, ds, interactive=False, static_images=1)
+    # A model without attention maps: the grid shows its Grad-CAM.
+    assert len(fig.axes) == 2 and "Grad-CAM" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="^the dataset is empty$"):
+        attention_explorer(ChannelMaps(), _Images(0))
+
+
+def test_explorer_widget_opens_in_a_kernel_with_its_controls_set(monkeypatch):
+    widgets = pytest.importorskip("ipywidgets")
+    monkeypatch.setattr(explorer_module, "_in_kernel", lambda: True)
+    box = attention_explorer(ChannelMaps(), _Images())
+    assert isinstance(box, widgets.VBox)
+    class_filter, index, view, alpha, status, image = _controls(box)
+    assert [c.description for c in (class_filter, index, view, alpha)] == [
+        "class", "image", "map", "opacity"]
+    assert (index.value, index.min, index.max, index.continuous_update) == (0, 0, 5, False)
+    assert (alpha.value, alpha.min, alpha.max, alpha.step) == (0.5, 0.0, 1.0, 0.05)
+    assert alpha.continuous_update is False  # a drag draws once, when it ends
+    assert view.index == 0 and image.format == "png"
+    assert status.value == "image 0 (1 of 6 shown by the filter)"
+    class_filter.value = 1
+    index.value = 1
+    assert status.value == "image 4 (2 of 2 shown by the filter)"

@@ -27,6 +27,7 @@ from attn_lib.maps.viz import (  # noqa: E402
     overlay_attention,
     plot_attention_grid,
     plot_map_columns,
+    signed_limit,
     to_rgb_image,
 )
 from attn_lib.models import ModelOutput  # noqa: E402
@@ -367,6 +368,12 @@ def test_grid_restores_training_mode_and_checks_inputs():
         plot_attention_grid(model, _batch(1).tolist(), mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="labels"):
         plot_attention_grid(model, _batch(2), [0], mean=MEAN, std=STD)
+
+
+def test_signed_colour_scale_is_symmetric_about_zero():
+    assert signed_limit(torch.tensor([[-3.0, 2.0]])) == 3.0  # the largest magnitude, either sign
+    assert signed_limit(torch.tensor([0.5, -0.25])) == 0.5
+    assert signed_limit(torch.zeros(2, 2)) == 1e-12  # an all-zero map still gets a scale
 
 
 # --- attention_explorer ---------------------------------------------------------------------

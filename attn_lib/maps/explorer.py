@@ -26,17 +26,17 @@ from torch import Tensor, nn
 
 from ..models import level_layer_name
 from .viz import (
+    SIGNED_CMAP,
     _class_name,
     _show,
     overlay_attention,
     plot_attention_grid,
     predict,
+    signed_limit,
     to_rgb_image,
 )
 
 GRADCAM = "Grad-CAM conv13, this model's own"
-#: Colormap of the signed contribution maps (white = 0).
-SIGNED_CMAP = "RdBu_r"
 #: The class filter's value for "no filter" (a real value: ``None`` would show a blank box).
 ALL_CLASSES = -1
 
@@ -114,7 +114,7 @@ class _Explorer:
               f"{title}\n{h}x{w} map, upsampled to {size}", "black")
         raw = maps[0, 0].numpy()
         if kind == "contribution":
-            top = max(float(abs(raw).max()), 1e-12)
+            top = signed_limit(maps[0, 0])
             axes[2].imshow(raw, cmap=SIGNED_CMAP, vmin=-top, vmax=top, interpolation="nearest")
             axes[2].set_title(f"share of {_class_name(pred, names)}'s logit\n"
                               f"(red for, blue against; sum {raw.sum():+.2f})", fontsize=9)
@@ -214,11 +214,10 @@ def _widget(explorer: _Explorer, widgets: Any) -> Any:
     state: dict[str, Any] = {"pool": explorer.indices(ALL_CLASSES), "refiltering": False}
 
     def draw() -> None:
+        # The slider's range is the pool's (refilter sets it), and the pool is never empty: the
+        # filter offers only the classes the dataset has, and the dataset has an image.
         pool = state["pool"]
-        if not pool:
-            status.value = "<i>no image of this class</i>"
-            return
-        chosen = pool[min(index.value, len(pool) - 1)]
+        chosen = pool[index.value]
         image.value = _png(explorer.figure(chosen, view.value, alpha.value))
         status.value = f"image {chosen} ({index.value + 1} of {len(pool)} shown by the filter)"
 
@@ -243,7 +242,7 @@ def _widget(explorer: _Explorer, widgets: Any) -> Any:
         state["refiltering"] = True
         try:
             index.value = 0
-            index.max = max(len(state["pool"]) - 1, 0)
+            index.max = len(state["pool"]) - 1
         finally:
             state["refiltering"] = False
         draw()

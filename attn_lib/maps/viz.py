@@ -36,6 +36,8 @@ ArrayLike = Union[Tensor, np.ndarray]
 #: Float images may overshoot [0, 1] by this much (JPEG decoding, float round-off of
 #: un-normalising) before it counts as a range error; the overshoot is clipped.
 RANGE_TOLERANCE = 1e-3
+#: Colormap of signed maps (contribution maps): red for the class, blue against, white at 0.
+SIGNED_CMAP = "RdBu_r"
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
@@ -406,12 +408,17 @@ def plot_map_columns(
     return fig
 
 
+def signed_limit(values: Tensor) -> float:
+    """Half-width of a signed map's colour scale, symmetric so that white stays at 0."""
+    return max(float(values.abs().max()), 1e-12)  # an all-zero map still gets a scale
+
+
 def _draw_signed(ax: Any, rgb: np.ndarray, single: Tensor) -> None:
     """A signed map upsampled to the image, red for, blue against, over the image in grey."""
     up = upsample_maps(single[None, None], rgb.shape[:2])[0, 0]
-    limit = max(up.abs().max().item(), 1e-12)
+    limit = signed_limit(up)
     ax.imshow(rgb.mean(-1), cmap="gray", alpha=0.6, vmin=0.0, vmax=1.0)
-    ax.imshow(up.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7)
+    ax.imshow(up.numpy(), cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=0.7)
 
 
 def _frame(ax: Any, title: str, colour: str = "black", fontsize: int = 8) -> None:
