@@ -359,6 +359,8 @@ def test_explorer_figure_titles_colours_and_the_map_over_the_image():
     for index, colour in ((4, "tab:red"), (5, "tab:green")):
         fig = box.explorer.figure(index, 1, 0.3)
         image, over, alone = fig.axes
+        assert [ax.get_subplotspec().get_geometry() for ax in fig.axes] == [
+            (1, 3, 0, 0), (1, 3, 1, 1), (1, 3, 2, 2)]  # side by side
         assert _axes_text(image) == (
             f"#{index} true: {CLASSES[index % 3]}\npred: blue {float(probs[index, 2]):.0%}",
             colour, 9)
@@ -467,3 +469,34 @@ def test_explorer_widget_opens_in_a_kernel_with_its_controls_set(monkeypatch):
     class_filter.value = 1
     index.value = 1
     assert status.value == "image 4 (2 of 2 shown by the filter)"
+
+
+def test_explorer_draws_a_660_by_260_png_only_when_a_value_changes():
+    pytest.importorskip("ipywidgets")
+    import struct
+
+    with matplotlib.rc_context({"figure.dpi": 72, "savefig.dpi": 50}):
+        box = attention_explorer(ChannelMaps(), _Images(), interactive=True)
+    class_filter, index, view, alpha, status, image = _controls(box)
+    png = bytes(image.value)
+    # The PNG header's width and height: 6.6 x 2.6 inches at 100 dpi, whatever matplotlib's
+    # savefig settings (a notebook output column is about 700 px wide).
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (660, 260)
+    drawn = _spy(box)
+    index.max = 4  # a control's other settings change: nothing to redraw
+    alpha.step = 0.1
+    view.description = "level"
+    assert drawn == []
+
+
+def test_explorer_numbers_the_classes_of_a_dataset_without_names():
+    pytest.importorskip("ipywidgets")
+    ds = _Images()
+    del ds.classes
+    box = attention_explorer(ChannelMaps(), ds, interactive=True)
+    class_filter, *_ = _controls(box)
+    assert [label for label, _ in class_filter.options] == ["all classes", "0", "1", "2"]
+    fig = box.explorer.figure(4, 0, 0.5)
+    assert fig.axes[0].get_title().startswith("#4 true: 1\npred: 2 ")
+    fig = attention_explorer(ChannelMaps(), ds, interactive=False, static_images=2)
+    assert fig.axes[4].get_title().startswith("true: 1\npred: 2 ")

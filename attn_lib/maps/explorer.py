@@ -93,7 +93,7 @@ class _Explorer:
         if kind == "gradcam":
             # The layer's own grid (conv13: H/4 on the attention models), not upsampled, so
             # that the "map alone" panel shows the resolution Grad-CAM really has.
-            maps = gradcam_layers(self.model, x, label, (None,), upsample=False)[0].cpu()
+            maps = gradcam_layers(self.model, x, label, upsample=False)[0].cpu()
         elif kind == "contribution":
             maps = self._contribution(x, position)
         else:
@@ -102,7 +102,7 @@ class _Explorer:
         fig = Figure(figsize=(6.6, 2.6), layout="constrained")
         axes = fig.subplots(1, 3)
         image = x[0]
-        names = self.classes or None
+        names = self.classes  # [] without names: _class_name numbers the classes
         head = (f"#{index} true: {_class_name(label, names)}\n"
                 f"pred: {_class_name(pred, names)} {float(probs[0, pred]):.0%}")
         _show(axes[0], to_rgb_image(image, mean, std), head,
@@ -190,7 +190,7 @@ def attention_explorer(
         indices = list(range(count))
         return plot_attention_grid(
             model, _normalised(dataset, indices), explorer.labels[indices],
-            explorer.classes or None, dataset.mean, dataset.std,
+            explorer.classes, dataset.mean, dataset.std,
             gradcam=any(kind == "gradcam" for _, kind, _ in explorer.views), cmap=cmap,
         )
     return _widget(explorer, widgets)
@@ -199,12 +199,12 @@ def attention_explorer(
 def _widget(explorer: _Explorer, widgets: Any) -> Any:
     style = {"description_width": "70px"}
     classes = [("all classes", ALL_CLASSES)] + [
-        (_class_name(c, explorer.classes or None), c) for c in sorted(set(explorer.labels.tolist()))
+        (_class_name(c, explorer.classes), c) for c in sorted(set(explorer.labels.tolist()))
     ]
     # index=0, not value=None: ipywidgets 7 shows value=None as an empty box.
     class_filter = widgets.Dropdown(options=classes, index=0, description="class", style=style)
-    index = widgets.IntSlider(value=0, min=0, max=len(explorer.labels) - 1, description="image",
-                              style=style, continuous_update=False)
+    index = widgets.IntSlider(max=len(explorer.labels) - 1, description="image", style=style,
+                              continuous_update=False)  # value and min: 0 by default
     view = widgets.Dropdown(options=[(t, i) for i, (t, *_) in enumerate(explorer.views)],
                             index=0, description="map", style=style)
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
@@ -224,20 +224,20 @@ def _widget(explorer: _Explorer, widgets: Any) -> Any:
     def shown(callback: Any) -> Any:
         # An exception in a widget callback goes to the browser's console (invisible on
         # Colab): show it in the status line instead, where the user is looking.
-        def wrapped(change: Any = None) -> None:
+        def wrapped(_change: Any) -> None:
             try:
-                callback(change)
+                callback()
             except Exception as exc:  # every error must reach the user
                 text = html.escape(f"{type(exc).__name__}: {exc}")
                 status.value = f'<b style="color:#b00">error: {text}</b>'
 
         return wrapped
 
-    def redraw(_change: Any = None) -> None:
+    def redraw() -> None:
         if not state["refiltering"]:  # refilter draws once itself, after resetting the slider
             draw()
 
-    def refilter(_change: Any = None) -> None:
+    def refilter() -> None:
         state["pool"] = explorer.indices(class_filter.value)
         state["refiltering"] = True
         try:
