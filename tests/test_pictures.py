@@ -352,7 +352,7 @@ def _axes_text(ax) -> tuple[str, str, float]:
 def test_explorer_figure_titles_colours_and_the_map_over_the_image():
     pytest.importorskip("ipywidgets")
     ds = _Images()
-    box = attention_explorer(ChannelMaps(), ds, interactive=True, cmap="viridis")
+    box = attention_explorer(ChannelMaps(), ds, interactive=True, cmap="plasma")  # not the default
     x = normalize(ds.images, MEAN, STD)
     probs = x.mean(dim=(2, 3)).softmax(dim=1)  # the stand-in's logits are its channel means
     assert probs.argmax(dim=1).tolist() == [2] * 6  # right on images 2 and 5 only
@@ -369,16 +369,16 @@ def test_explorer_figure_titles_colours_and_the_map_over_the_image():
         expected = expected_map(x[index], 2)
         shown = np.asarray(over.images[0].get_array())
         assert which(shown, {
-            "this": overlay_attention(rgb, expected, 0.3, "viridis"),
-            "another opacity": overlay_attention(rgb, expected, 0.5, "viridis"),
+            "this": overlay_attention(rgb, expected, 0.3, "plasma"),
+            "another opacity": overlay_attention(rgb, expected, 0.5, "plasma"),
             "another colormap": overlay_attention(rgb, expected, 0.3, "jet"),
-            "another level": overlay_attention(rgb, expected_map(x[index], 3), 0.3, "viridis"),
+            "another level": overlay_attention(rgb, expected_map(x[index], 3), 0.3, "plasma"),
         }) == ["this"]
         assert _axes_text(over) == (
             "level 2 (conv10)\n16x16 map, upsampled to 32x32", "black", 9)
         assert _axes_text(alone) == ("map alone, 16x16\n(its own grid)", "black", 9)
         drawn = alone.images[0]
-        assert drawn.get_cmap().name == "viridis" and drawn.get_interpolation() == "nearest"
+        assert drawn.get_cmap().name == "plasma" and drawn.get_interpolation() == "nearest"
         for ax in fig.axes:
             assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
         assert [ax.spines["left"].get_visible() for ax in fig.axes] == [False, False, True]
@@ -431,10 +431,12 @@ def test_static_explorer_passes_its_options_to_the_grid(monkeypatch):
     fig = attention_explorer(ChannelMaps(), ds, interactive=False, static_images=10,
                              cmap="viridis")
     assert len(fig.axes) == 3 * 4  # every image of a set smaller than static_images
+    assert len(attention_explorer(ChannelMaps(), _Images(), interactive=False).axes) == 4 * 4
     overlays = {(i, cmap): overlay_attention(to_rgb_image(images[i], MEAN, STD),
                                              expected_map(images[i], 2), cmap=cmap)
                 for i in range(3) for cmap in ("viridis", "jet")}
     assert which(panel(fig, 4, 2, 2), overlays) == [(2, "viridis")]
+    assert fig.axes[8].get_title().startswith("true: blue\npred: blue ")  # names, not numbers
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # ipywidgets not installed
     fig = attention_explorer(ChannelMaps(), ds, interactive=True, static_images=1)
     assert isinstance(fig, Figure) and len(fig.axes) == 4
@@ -500,3 +502,33 @@ def test_explorer_numbers_the_classes_of_a_dataset_without_names():
     assert fig.axes[0].get_title().startswith("#4 true: 1\npred: 2 ")
     fig = attention_explorer(ChannelMaps(), ds, interactive=False, static_images=2)
     assert fig.axes[4].get_title().startswith("true: 1\npred: 2 ")
+
+
+class _PlainNet(nn.Module):
+    """A classifier without attention levels or a VGG backbone; it names its Grad-CAM layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.gradcam_layer = self.conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+class _DeepLevels(ChannelMaps):
+    """Attention levels 1, 2 and 4; the VGG has no fourth level to name a layer for."""
+
+    levels = (1, 2, 4)
+
+
+def test_explorer_views_of_models_beyond_the_attention_vgg():
+    pytest.importorskip("ipywidgets")
+    torch.manual_seed(0)
+    box = attention_explorer(_PlainNet(), _Images(), interactive=True)  # no `levels` at all
+    view = _controls(box)[2]
+    assert [label for label, _ in view.options] == [GRADCAM]
+    assert bytes(_controls(box)[5].value)[:4] == b"\x89PNG"
+    view = _controls(attention_explorer(_DeepLevels(), _Images(), interactive=True))[2]
+    assert [label for label, _ in view.options] == [
+        "level 1 (conv7)", "level 2 (conv10)", "level 4"]

@@ -64,7 +64,7 @@ class _Explorer:
         self.model, self.dataset, self.cmap = model, dataset, cmap
         self.labels = torch.as_tensor(dataset.labels).long()
         self.classes = list(getattr(dataset, "classes", None) or [])
-        levels = [(position, f"level {level} ({level_layer_name(model, position) or '?'})")
+        levels = [(position, _level_name(model, position, level))
                   for position, level in enumerate(getattr(model, "levels", ()))]
         #: (title, kind, position): kind "attention", "contribution" or "gradcam"
         self.views: list[tuple[str, str, int | None]] = [
@@ -75,9 +75,9 @@ class _Explorer:
         if gradcam or not self.views:
             self.views.append((GRADCAM, "gradcam", None))
 
-    def indices(self, label: int | None) -> list[int]:
+    def indices(self, label: int) -> list[int]:
         """Dataset indices of the images of true class ``label`` (all for ``ALL_CLASSES``)."""
-        if label is None or label == ALL_CLASSES:
+        if label == ALL_CLASSES:
             return list(range(len(self.labels)))
         return torch.nonzero(self.labels == label).flatten().tolist()
 
@@ -138,6 +138,12 @@ class _Explorer:
             return contribution_maps(self.model, x).maps[position].float().cpu()
         finally:
             self.model.train(was_training)
+
+
+def _level_name(model: nn.Module, position: int, level: int) -> str:
+    """A view's name, e.g. "level 2 (conv10)"; no layer for a level the VGG does not have."""
+    layer = level_layer_name(model, position)
+    return f"level {level} ({layer})" if layer else f"level {level}"
 
 
 def _png(fig: Figure) -> bytes:
@@ -201,14 +207,15 @@ def _widget(explorer: _Explorer, widgets: Any) -> Any:
     classes = [("all classes", ALL_CLASSES)] + [
         (_class_name(c, explorer.classes), c) for c in sorted(set(explorer.labels.tolist()))
     ]
-    # index=0, not value=None: ipywidgets 7 shows value=None as an empty box.
-    class_filter = widgets.Dropdown(options=classes, index=0, description="class", style=style)
+    # No value=None for "all classes": ipywidgets 7 shows it as an empty box. A Dropdown given
+    # no value selects its first option (ipywidgets 7.7.1 and 8 alike).
+    class_filter = widgets.Dropdown(options=classes, description="class", style=style)
     index = widgets.IntSlider(max=len(explorer.labels) - 1, description="image", style=style,
                               continuous_update=False)  # value and min: 0 by default
     view = widgets.Dropdown(options=[(t, i) for i, (t, *_) in enumerate(explorer.views)],
-                            index=0, description="map", style=style)
-    alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
-                                style=style, continuous_update=False)
+                            description="map", style=style)
+    alpha = widgets.FloatSlider(value=0.5, max=1.0, step=0.05, description="opacity",
+                                style=style, continuous_update=False)  # min: 0.0 by default
     image = widgets.Image(format="png")
     status = widgets.HTML()
     state: dict[str, Any] = {"pool": explorer.indices(ALL_CLASSES), "refiltering": False}
