@@ -199,10 +199,37 @@ def test_topk_jaccard_on_hand_made_maps():
     # Explicit region sizes, one per image or a sweep of several.
     torch.testing.assert_close(topk_jaccard(maps[1:2], mask[:1], torch.tensor([2])),
                                torch.tensor([0.5]))
+    torch.testing.assert_close(topk_jaccard(maps[1:2], mask[:1], torch.tensor([1.6])),
+                               torch.tensor([0.5]))  # sizes in pixels round to the nearest
     sweep = topk_jaccard(maps[:1], mask[:1], torch.tensor([[1, 4, 8]]))
     torch.testing.assert_close(sweep, torch.tensor([[0.25, 1.0, 0.5]]))
     with pytest.raises(ValueError, match="between 1 and 16"):
         topk_jaccard(maps, mask, torch.zeros(4))
+    for regions in (torch.full((4,), 17), torch.zeros(4, 2)):
+        with pytest.raises(ValueError, match=r"^regions must be between 1 and 16 pixels$"):
+            chance_jaccard(mask, regions)  # the chance level of a region that cannot exist
+
+
+def test_region_sizes_are_one_row_per_image():
+    """(2N,) sizes are not read as (N, 2): a row per image, or a clear error."""
+    maps, mask = torch.rand(2, 1, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool)
+    for regions in (torch.ones(4), torch.ones(3, 2), torch.ones(2, 2, 1), torch.tensor(3.0)):
+        message = (r"^regions must be \(N,\) or \(N, F\) for N = 2 images, got shape "
+                   + re.escape(str(tuple(regions.shape))) + "$")
+        with pytest.raises(ValueError, match=message):
+            topk_jaccard(maps, mask, regions)
+        with pytest.raises(ValueError, match=message):
+            chance_jaccard(mask, regions)
+    assert topk_jaccard(maps, mask, [16, 16]).tolist() == [1.0, 1.0]  # a list, as a tensor
+
+
+def test_every_score_takes_an_empty_batch():
+    maps, masks = torch.zeros(0, 1, 4, 4), torch.zeros(0, 4, 4, dtype=torch.bool)
+    for score in (mass_in_mask, pointing_game, jaccard_index, topk_jaccard):
+        assert score(maps, masks).shape == (0,), score.__name__
+    assert chance_jaccard(masks).shape == (0,)
+    assert topk_jaccard(maps, masks, torch.zeros(0, 3)).shape == (0, 3)
+    assert chance_jaccard(masks, torch.zeros(0, 2)).shape == (0, 2)
 
 
 def test_topk_jaccard_reads_ties_relative_to_the_peak_and_scores_one_pixel_exactly():

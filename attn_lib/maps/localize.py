@@ -177,7 +177,7 @@ def _expected_jaccard(above_in: Tensor, tied: Tensor, tied_in: Tensor, take: Ten
     when the region holds ``above_in`` object pixels for sure and ``take`` more drawn at random
     from ``tied`` pixels of which ``tied_in`` are object (hypergeometric), elementwise."""
     top = int(torch.minimum(tied_in, take).max()) if tied_in.numel() else 0
-    rows = max(1, _EXPECTATION_CHUNK // ((top + 1) * max(tied[0].numel(), 1)))
+    rows = max(1, _EXPECTATION_CHUNK // ((top + 1) * max(math.prod(tied.shape[1:]), 1)))
     if len(tied) > rows:  # large ties (a constant map on a big image): bound the memory
         return torch.cat([_expected_jaccard(*(t[i:i + rows] for t in (
             above_in, tied, tied_in, take, region, area))) for i in range(0, len(tied), rows)])
@@ -199,6 +199,20 @@ def _log_choose(n: Tensor, k: Tensor) -> Tensor:
     return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
 
 
+def _region_sizes(regions: Tensor | None, area: Tensor, pixels: int) -> tuple[Tensor, bool]:
+    """Region sizes in pixels as (N, F), rounded (default: each mask's ``area``), and whether
+    they came as one per image, (N,)."""
+    k = area.clone() if regions is None else torch.as_tensor(regions, dtype=torch.float64)
+    if k.dim() not in (1, 2) or len(k) != len(area):
+        raise ValueError(f"regions must be (N,) or (N, F) for N = {len(area)} images, "
+                         f"got shape {tuple(k.shape)}")
+    squeeze = k.dim() == 1
+    k = (k[:, None] if squeeze else k).round()
+    if ((k < 1) | (k > pixels)).any():
+        raise ValueError(f"regions must be between 1 and {pixels} pixels")
+    return k, squeeze
+
+
 def topk_jaccard(maps: Tensor, masks: Tensor, regions: Tensor | None = None) -> Tensor:
     """Expected Jaccard index of each map's top-k pixels with its mask.
 
@@ -216,11 +230,7 @@ def topk_jaccard(maps: Tensor, masks: Tensor, regions: Tensor | None = None) -> 
     flat, inside = maps.flatten(1), masks.flatten(1)
     n, pixels = flat.shape
     area = inside.sum(1).double()
-    k = area.clone() if regions is None else torch.as_tensor(regions, dtype=torch.float64)
-    squeeze = k.dim() == 1
-    k = k.view(n, -1).round()
-    if ((k < 1) | (k > pixels)).any():
-        raise ValueError(f"regions must be between 1 and {pixels} pixels")
+    k, squeeze = _region_sizes(regions, area, pixels)
     ordered, order = flat.sort(dim=1, descending=True, stable=True)
     object_sorted = inside.gather(1, order).double()
     # Tie groups: runs of values equal up to TIE_TOLERANCE of the map's peak.
@@ -250,11 +260,9 @@ def chance_jaccard(masks: Tensor, regions: Tensor | None = None) -> Tensor:
     regions of ``regions`` pixels (default: the mask's own area), shape as
     :func:`topk_jaccard`'s. Masks are (N, H, W) or (N, 1, H, W)."""
     inside = masks.detach().cpu().bool().flatten(1)
-    n, pixels = inside.shape
+    pixels = inside.shape[1]
     area = inside.sum(1).double()
-    k = area.clone() if regions is None else torch.as_tensor(regions, dtype=torch.float64)
-    squeeze = k.dim() == 1
-    k = k.view(n, -1).round()
+    k, squeeze = _region_sizes(regions, area, pixels)
     zeros = torch.zeros_like(k)
     score = _expected_jaccard(zeros, torch.full_like(k, pixels), area[:, None].expand_as(k), k,
                               k, area[:, None].expand_as(k))
@@ -467,7 +475,7 @@ def format_table(rows: Sequence[LocalizationRow]) -> str:
         if value is None or value == "":
             return "-"
         if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.3f}"
+            return f"{value:.3f}"  # "nan" for a score that was not computed
         return str(value)
 
     table = [list(COLUMNS)] + [[cell(v) for v in _record(r).values()] for r in rows]
@@ -477,7 +485,7 @@ def format_table(rows: Sequence[LocalizationRow]) -> str:
     for line in table:
         cells = [c.rjust(w) if name in numeric else c.ljust(w)
                  for c, w, name in zip(line, widths, COLUMNS)]
-        lines.append("  ".join(cells).rstrip())
+        lines.append("  ".join(cells))  # the last column is right-aligned: no trailing space
     return "\n".join(lines)
 
 
