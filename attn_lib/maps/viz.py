@@ -299,18 +299,17 @@ def plot_attention_grid(
     columns: list[tuple[str, Tensor, list[str]]] = []
     for position, maps in enumerate(attention):
         columns.append((_level_title(model, position, maps), maps, []))
-    # Grad-CAM explains the true class when it is known, else each model's own prediction.
+    # Grad-CAM explains the true class when it is known, else (target None) each model's own
+    # prediction.
     if gradcam:
-        target = labels_t if labels_t is not None else probs.argmax(dim=1)
-        columns.append(("Grad-CAM\nconv13", _gradcam(model, images, target).cpu(), []))
+        columns.append(("Grad-CAM\nconv13", _gradcam(model, images, labels_t).cpu(), []))
     if baseline is not None:
         base_probs, _ = predict(baseline, images)
         notes = [
             f"{_class_name(int(p.argmax()), classes)} {float(p.max()):.0%}" for p in base_probs
         ]
         name = getattr(baseline, "name", "baseline")
-        target = labels_t if labels_t is not None else base_probs.argmax(dim=1)
-        maps = _gradcam(baseline, images, target).cpu()
+        maps = _gradcam(baseline, images, labels_t).cpu()
         columns.append((f"Grad-CAM {name}\nconv13", maps, notes))
 
     n, ncols = len(images), 1 + len(columns)
