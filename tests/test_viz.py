@@ -121,6 +121,14 @@ def test_heatmap_is_the_map_min_max_scaled_and_flat_when_constant():
                                   np.zeros((8, 8)))
 
 
+def test_rgb_images_are_float32_whatever_came_in():
+    stats = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    images = ((_image(), {}), (torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8), {}),
+              (np.random.rand(4, 4, 3), {}), (torch.zeros(3, 4, 4, dtype=torch.float64), stats))
+    for image, kwargs in images:
+        assert to_rgb_image(image, **kwargs).dtype == np.float32
+
+
 def test_grey_image_becomes_rgb():
     assert to_rgb_image(torch.rand(1, 8, 8)).shape == (8, 8, 3)
     assert to_rgb_image(np.random.rand(8, 8)).shape == (8, 8, 3)

@@ -66,7 +66,7 @@ def to_rgb_image(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Turn one image into an RGB float array (H, W, 3) in [0, 1], ready for ``imshow``.
+    """Turn one image into an RGB float32 array (H, W, 3) in [0, 1], ready for ``imshow``.
 
     Args:
         image: one image as a tensor or array, shaped (3, H, W) / (1, H, W) (channels-first),
@@ -206,7 +206,7 @@ def overlay_attention(
     colormap = _colormap(cmap)
     rgb = to_rgb_image(image, mean, std)
     heat = attention_heatmap(attention, rgb.shape[:2])
-    colours = colormap(heat)[..., :3].astype(np.float32)  # drop matplotlib's alpha channel
+    colours = colormap(heat)[..., :3]  # drop matplotlib's alpha channel
     return ((1.0 - alpha) * rgb + alpha * colours).astype(np.float32)
 
 
