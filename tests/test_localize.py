@@ -373,6 +373,7 @@ def test_formats():
                                 "0.400", "0.450", "0.100", "0.300", "0.900", "10"]
     assert table[2].split() == ["chance", "-", "-", "-", "0.100", "0.100", "nan", "0.050",
                                 "0.100", "0.200", "0.150", "-", "10"]
+    assert all(line == line.rstrip() for line in table)  # no trailing spaces
     # Aligned: names start under their header, numbers end under theirs (cells are no wider).
     for name, cells in zip(table[0].split(), zip(table[1].split(), table[2].split())):
         start = table[0].index(name)
