@@ -64,14 +64,14 @@ class _Explorer:
         self.model, self.dataset, self.cmap = model, dataset, cmap
         self.labels = torch.as_tensor(dataset.labels).long()
         self.classes = list(getattr(dataset, "classes", None) or [])
-        levels = [(position, _level_name(model, position, level))
-                  for position, level in enumerate(getattr(model, "levels", ()))]
+        level_names = [(position, _level_name(model, position, level))
+                       for position, level in enumerate(getattr(model, "levels", ()))]
         #: (title, kind, position): kind "attention", "contribution" or "gradcam"
         self.views: list[tuple[str, str, int | None]] = [
-            (name, "attention", position) for position, name in levels]
+            (name, "attention", position) for position, name in level_names]
         if hasattr(model, "heads") and hasattr(model, "estimators"):  # an AttnVGG head
             self.views += [(f"contribution, {name}", "contribution", position)
-                           for position, name in levels]
+                           for position, name in level_names]
         if gradcam or not self.views:
             self.views.append((GRADCAM, "gradcam", None))
 
